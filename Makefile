@@ -1,0 +1,38 @@
+# Two commands set everything up on a fresh machine with Python 3.11:
+#   make study   # the whole study on the synthetic default (dvc repro)
+#   make test    # the test suite
+# Both create .venv when it is missing and are fast on the second run.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: study test setup mlflow-ui bench clean-study
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+.dvc/config:
+	git rev-parse --git-dir >/dev/null 2>&1 || git init -q
+	$(BIN)/dvc init -q 2>/dev/null || true
+	$(BIN)/dvc config core.analytics false
+
+study: $(STAMP) .dvc/config
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@echo "report: reports/study/report.md (HTML: reports/study/report.html); runs: make mlflow-ui"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+mlflow-ui: $(STAMP)
+	$(BIN)/vireid mlflow-ui
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_eval
+	$(BIN)/python -m benchmarks.bench_train

@@ -1,0 +1,1 @@
+"""vireid-bench harness: configuration, training, evaluation, tracking, tuning, reports."""

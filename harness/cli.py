@@ -1,0 +1,53 @@
+"""The `vireid` command line: a thin dispatcher over `harness.commands.*` modules."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Command modules, in the order their commands appear in `vireid --help`.
+COMMAND_MODULES = (
+    "harness.commands.data",
+    "harness.commands.train",
+    "harness.commands.evaluate",
+    "harness.commands.eval_features",
+    "harness.commands.describe_model",
+    "harness.commands.tune",
+    "harness.commands.report",
+    "harness.commands.ui",
+)
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vireid",
+        description="Visible-infrared person re-identification harness (IDKL and baselines).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a command module not written yet
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except (UserError, ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return int(result or 0)

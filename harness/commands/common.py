@@ -1,0 +1,23 @@
+"""Arguments shared by the commands that resolve `params.yaml`."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_params_args(parser: argparse.ArgumentParser, experiment: bool = True) -> None:
+    parser.add_argument("--params", default=None, help="parameter file (default: params.yaml in the repository)")
+    if experiment:
+        parser.add_argument("--experiment", "-e", default=None,
+                            help="experiment overlay: a name in experiments/ or a YAML path")
+    parser.add_argument("--data", "-d", default=None, metavar="NAME",
+                        help="dataset overlay from experiments/data/ (e.g. synth-sysu, sysu, regdb, llcm)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override one parameter (repeatable), e.g. --set train.lr=1e-3")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def resolve(args: argparse.Namespace, extra: list[str] | None = None):
+    from harness.config import load_params
+
+    return load_params(args.params, getattr(args, "experiment", None), list(extra or []) + list(args.overrides),
+                       dataset=args.data)

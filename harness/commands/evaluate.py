@@ -1,0 +1,57 @@
+"""`vireid evaluate`: test protocols of a finished run, with and without re-ranking.
+
+Reads `<run-dir>/features.npz` and `<run-dir>/metrics.json`; writes the full result list
+(the report's input), a flat summary for `dvc metrics`, and a CMC CSV for `dvc plots`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from harness.commands.common import add_params_args, resolve
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="evaluate a trained run's test features under its protocols")
+    add_params_args(p, experiment=False)
+    p.add_argument("--run-dir", required=True, help="a folder written by `vireid train`")
+    p.add_argument("--out", required=True, help="metrics JSON for the report (run info + all results)")
+    p.add_argument("--summary", default=None, help="flat JSON of headline numbers for `dvc metrics`")
+    p.add_argument("--cmc", default=None, help="CSV of CMC curves for `dvc plots`")
+    p.set_defaults(handler=run)
+
+
+def summary_of(results: list[dict]) -> dict:
+    out: dict = {}
+    for res in results:
+        key = res["protocol"] + ("+rerank" if res["rerank"]["enabled"] else "")
+        out[key] = {m: round(float(res[m]), 4) for m in ("r1", "r10", "r20", "mAP", "mINP")}
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.evaluation.features_file import load_features
+    from harness.io import atomic_write_json, atomic_write_text
+    from harness.runner import cmc_table, evaluate_arrays
+
+    params = resolve(args)
+    run_dir = Path(args.run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: no metrics.json; train the run first (vireid train)")
+    trained = json.loads(metrics_path.read_text())
+    arrays = load_features(run_dir / "features.npz")
+    stamp = trained["results"][0] if trained["results"] else {}
+    protocols = list(dict.fromkeys(r["protocol"] for r in trained["results"]))
+    results = []
+    for rerank in params.eval.rerank_modes:
+        results += evaluate_arrays(arrays, protocols or params.protocols(), Path(params.data.root), rerank,
+                                   params.eval.rerank_params, stamp.get("dataset_fingerprint"), params.eval.trials)
+    atomic_write_json(args.out, {"run": trained["run"], "results": results})
+    if args.summary:
+        atomic_write_json(args.summary, summary_of(results))
+    if args.cmc:
+        atomic_write_text(args.cmc, cmc_table(results))
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,69 @@
+"""`vireid train`: one training run (single process, torchrun, or `--ddp` to launch torchrun)."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.commands.common import add_params_args, resolve
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train, validate and test one model; log it to MLflow")
+    add_params_args(p)
+    p.add_argument("--run-dir", default=None, help="output folder (default: runs/<dataset>/<experiment>/seed<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt if present")
+    p.add_argument("--best-params", default=None, metavar="FILE",
+                   help="apply the overrides of a tuning result (tune/best_params.yaml)")
+    p.add_argument("--ddp", action="store_true", help="launch torchrun with --nproc processes")
+    p.add_argument("--nproc", type=int, default=2, help="processes for --ddp (default 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines stay)")
+    p.set_defaults(handler=run)
+
+
+def best_params_overrides(path: str | None) -> list[str]:
+    if not path:
+        return []
+    from harness.config import read_yaml
+
+    data = read_yaml(path)
+    if not isinstance(data.get("overrides"), list):
+        raise ValueError(f"{path}: expected a list under 'overrides' (written by vireid tune)")
+    return [str(item) for item in data["overrides"]]
+
+
+def default_run_dir(params) -> Path:
+    return Path("runs") / params.data.name / params.experiment.name / f"seed{params.train.seed}"
+
+
+def launch_torchrun(args: argparse.Namespace) -> int:
+    argv = [a for a in sys.argv[1:] if a != "--ddp"]
+    if argv and argv[0] != "train":
+        argv = ["train"] + argv
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "harness"] + argv
+    return subprocess.call(cmd)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.ddp and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(args)
+    from harness import distributed as dist
+
+    params = resolve(args, best_params_overrides(args.best_params))
+    dist.init_from_env()
+    try:
+        from harness.runner import run_training
+
+        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(params)
+        metrics = run_training(params, run_dir, resume=args.resume, progress=not args.no_progress)
+    finally:
+        dist.shutdown()
+    if metrics:
+        from harness.evaluation.report_table import format_results
+
+        print(format_results(metrics["results"]))
+        print(f"outputs in {run_dir}")
+    return 0

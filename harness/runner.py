@@ -1,0 +1,255 @@
+"""One training run, end to end: resolved params -> trained model -> test results on disk.
+
+Outputs in `run_dir`: params.yaml, history.csv, checkpoint.pt, features.npz (the
+`eval-features` format), metrics.json, cmc.csv. Everything is logged to MLflow when
+tracking is on. Model selection only ever looks at the validation identities; the test
+protocols run once, at the end.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from harness import distributed as dist
+from harness.config import Params, dump_params
+from harness.io import atomic_save, atomic_write_json, atomic_write_text
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {name!r} requested but CUDA is not available")
+    return device
+
+
+def build_method(params: Params, num_classes: int) -> torch.nn.Module:
+    from methods import build_model
+
+    return build_model(params.model.method, num_classes=num_classes, backbone=params.model.backbone,
+                       weights=params.model.weights, last_stride=params.model.last_stride,
+                       loss=params.loss, profile=params.model.profile)
+
+
+def query_gallery_indices(records, split: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Infrared images are the query set, visible images the gallery (as the public code)."""
+    sub = records.loc[indices] if indices is not None else records[records["split"] == split]
+    query = sub.index[sub["modality"] == "infrared"].to_numpy()
+    gallery = sub.index[sub["modality"] == "visible"].to_numpy()
+    return query, gallery
+
+
+def features_arrays(data, feats_q: np.ndarray, feats_g: np.ndarray, q_idx: np.ndarray,
+                    g_idx: np.ndarray) -> dict[str, np.ndarray]:
+    rec = data.records
+    return {
+        "query_feats": feats_q, "query_ids": rec["pid"].to_numpy()[q_idx],
+        "query_cams": rec["cam"].to_numpy()[q_idx], "query_paths": rec["path"].to_numpy(str)[q_idx],
+        "gallery_feats": feats_g, "gallery_ids": rec["pid"].to_numpy()[g_idx],
+        "gallery_cams": rec["cam"].to_numpy()[g_idx], "gallery_paths": rec["path"].to_numpy(str)[g_idx],
+    }
+
+
+def evaluate_arrays(arrays: dict[str, np.ndarray], protocols: list[str], data_root: Path, rerank: bool,
+                    rerank_params: Any, fingerprint: str, trials: list[int] | None = None) -> list[dict[str, Any]]:
+    from harness.evaluation.evaluate import evaluate_protocol_arrays
+
+    return [evaluate_protocol_arrays(arrays, name, data_root=data_root, trials=trials, rerank=rerank,
+                                     k1=rerank_params.k1, k2=rerank_params.k2, lam=rerank_params.lam,
+                                     dataset_fingerprint=fingerprint)
+            for name in protocols]
+
+
+def validation_fn(model, data, val_idx, batch_size, transform, device, amp_dtype) -> Callable[[], dict]:
+    """Cross-modal validation on held-out training identities: infrared -> visible, all images."""
+    from harness.evaluation.evaluate import evaluate_cross_modal
+    from harness.data import extract_features
+
+    q_idx, g_idx = query_gallery_indices(data.records, "train", val_idx)
+
+    def run() -> dict[str, Any]:
+        fq = extract_features(model, data, q_idx, batch_size, transform, device, amp_dtype)
+        fg = extract_features(model, data, g_idx, batch_size, transform, device, amp_dtype)
+        rec = data.records
+        return evaluate_cross_modal(fq, rec["pid"].to_numpy()[q_idx], rec["cam"].to_numpy()[q_idx],
+                                    fg, rec["pid"].to_numpy()[g_idx], rec["cam"].to_numpy()[g_idx],
+                                    dataset=data.dataset)
+
+    return run
+
+
+def cmc_table(results: list[dict[str, Any]]) -> str:
+    lines = ["protocol,rerank,rank,cmc"]
+    for res in results:
+        for rank, value in enumerate(res["cmc"], start=1):
+            lines.append(f"{res['protocol']},{int(res['rerank']['enabled'])},{rank},{value:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def run_training(params: Params, run_dir: str | Path, resume: bool = False,
+                 report: Callable[[float, int], None] | None = None, progress: bool = True,
+                 mlflow_parent: str | None = None, run_name: str | None = None,
+                 extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train, select, test and write every output of one run. Returns the metrics dict."""
+    from datasets.samplers import ModalityBalancedIdentitySampler
+    from datasets.transforms import EvalTransform, TrainAugment
+    from harness import tracking
+    from harness.data import TrainBatches, extract_features, load_prepared, split_identities
+    from harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
+    from harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
+
+    run_dir = Path(run_dir)
+    rank, world = dist.rank(), dist.world_size()
+    is_main = rank == 0
+    cfg = params.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = resolve_device(cfg.device)
+    use_mlflow = params.tracking.enabled and is_main
+    if use_mlflow:
+        experiment_id = tracking.connect(params.tracking.uri, params.tracking.experiment)
+
+    data = load_prepared(params.data)
+    train_idx, val_idx = split_identities(data.records, cfg.val_fraction)
+    sampler = ModalityBalancedIdentitySampler(
+        data.records["pid"].to_numpy()[train_idx], data.modality_codes[train_idx], p=cfg.p, k=cfg.k,
+        seed=cfg.seed, rank=rank, world_size=world)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * rank)
+    size = (params.data.image_height, params.data.image_width)
+    aug = cfg.augment
+    augment = TrainAugment(size, flip=aug.flip, pad=aug.pad, pad_fill=aug.pad_fill,
+                           random_erasing=aug.random_erasing, channel_aug=aug.channel_aug).to(device)
+    eval_transform = EvalTransform().to(device)
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    batches = TrainBatches(data, train_idx, sampler, augment, device, generator, channels_last)
+
+    core = build_method(params, batches.num_classes).to(device)
+    if channels_last:
+        core = core.to(memory_format=torch.channels_last)
+    if world > 1 and cfg.sync_bn:
+        core = torch.nn.SyncBatchNorm.convert_sync_batchnorm(core)
+    model = dist.wrap(core, device)
+    if cfg.compile:
+        model = torch.compile(model)
+    amp_dtype = resolve_amp(cfg.amp, device)
+    optimizer = build_optimizer(core.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    scheduler = build_scheduler(optimizer, cfg.milestones, cfg.gamma, cfg.warmup_epochs, cfg.warmup_factor)
+
+    hooks = [ProgressHook(enabled=progress and is_main)]
+    if len(val_idx):
+        hooks.append(ValidationHook(
+            validation_fn(core, data, val_idx, cfg.eval_batch_size, eval_transform, device, amp_dtype),
+            every=cfg.val_every, metric=cfg.select_metric))
+    if is_main:
+        hooks += [HistoryHook(run_dir / "history.csv"), CheckpointHook(run_dir / CHECKPOINT, cfg.checkpoint_every)]
+        if use_mlflow:
+            hooks.append(MLflowHook())
+    meta = {"method": params.model.method, "num_classes": batches.num_classes, "params": params.to_dict()}
+    trainer = Trainer(model, core, optimizer, scheduler, batches, cfg.epochs, device, hooks, amp_dtype,
+                      cfg.grad_clip, generator, cfg.steps_per_epoch, meta, report=report)
+    if resume and (run_dir / CHECKPOINT).is_file():
+        trainer.resume(run_dir / CHECKPOINT)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_params(params, run_dir / "params.yaml")
+
+    mlflow_run = contextlib.nullcontext()
+    if use_mlflow:
+        import mlflow
+
+        tags = tracking.run_tags(params, extra_tags)
+        if mlflow_parent:
+            tags["mlflow.parentRunId"] = mlflow_parent
+        mlflow_run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or run_dir.name, tags=tags)
+    started = time.perf_counter()
+    with mlflow_run as active:
+        if use_mlflow:
+            tracking.log_params_flat(params.flat())
+        trainer.train()
+        train_seconds = time.perf_counter() - started
+        if cfg.select == "best" and trainer.best_state is not None:
+            core.load_state_dict(trainer.best_state)
+
+        # Test protocols, once, at the end. Features are gathered to rank 0.
+        q_idx, g_idx = query_gallery_indices(data.records, "test")
+        fq, fg = (dist.gather_rows(extract_features(core, data, dist.shard(idx), cfg.eval_batch_size,
+                                                    eval_transform, device, amp_dtype), len(idx))
+                  for idx in (q_idx, g_idx))
+        if not is_main:
+            return {}
+        arrays = features_arrays(data, fq, fg, q_idx, g_idx)
+        atomic_save(run_dir / "features.npz", lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+        results = evaluate_arrays(arrays, params.protocols(), data.root, params.eval.rerank,
+                                  params.eval.rerank_params, data.fingerprint, params.eval.trials)
+        run_info = {
+            "variant": params.experiment.name, "variant_label": params.experiment.label or params.experiment.name,
+            "ablation_order": params.experiment.ablation_order, "method": params.model.method,
+            "dataset": params.data.name, "dataset_label": params.data.label, "seed": cfg.seed,
+            "mlflow_run_id": active.info.run_id if use_mlflow else None, "git_commit": tracking.git_commit(),
+            "params": params.flat(), "train_seconds": round(train_seconds, 2),
+            "selected_epoch": trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
+            "best_validation": trainer.best,
+        }
+        metrics = {"run": run_info, "results": results}
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_text(run_dir / "cmc.csv", cmc_table(results))
+        if use_mlflow:
+            import mlflow
+
+            tracking.log_result_metrics(results)
+            mlflow.log_metric("train_seconds", train_seconds)
+            for name in ("params.yaml", "history.csv", "metrics.json", "cmc.csv"):
+                mlflow.log_artifact(str(run_dir / name))
+            plot = plot_cmc(results, run_dir / "cmc.png")
+            if plot:
+                mlflow.log_artifact(str(plot))
+    return metrics
+
+
+def plot_cmc(results: list[dict[str, Any]], path: Path) -> Path | None:
+    if not results:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for res in results:
+        cmc = res["cmc"][:20]
+        label = res["protocol"] + (" (re-ranked)" if res["rerank"]["enabled"] else "")
+        ax.plot(range(1, len(cmc) + 1), cmc, marker=".", label=label)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120), suffix=".png")
+    plt.close(fig)
+    return path

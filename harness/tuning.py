@@ -1,0 +1,212 @@
+"""Optuna tuning of loss weights on the *validation* identities (never the test set).
+
+A study lives in an Optuna storage (SQLite file by default, a journal file, or any RDB
+URL such as PostgreSQL), so several `vireid tune` processes, on one machine or many,
+share its trials, and re-running resumes it. In MLflow the study is a parent run and each
+trial a nested child run. A failing trial (NaN loss, exception) is recorded as failed and
+the study goes on.
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import Params, REPO_ROOT, TuneConfig, load_params
+from harness.io import atomic_write_text
+
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+
+
+def make_storage(url: str):
+    """`sqlite:///f.db`, `postgresql://...` (any SQLAlchemy URL), or a journal file path."""
+    import optuna
+
+    if "://" in url:
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                          if url.startswith("sqlite") else {})
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def load_study(cfg: TuneConfig, study_name: str | None = None):
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(cfg.n_startup_trials, 1))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
+              if cfg.pruner == "median" else optuna.pruners.NopPruner())
+    return optuna.create_study(study_name=study_name or cfg.study_name, storage=make_storage(cfg.storage),
+                               sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True)
+
+
+def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
+    values = {}
+    for key, spec in space.items():
+        if spec.type == "float":
+            values[key] = trial.suggest_float(key, spec.low, spec.high, log=spec.log)
+        elif spec.type == "int":
+            values[key] = trial.suggest_int(key, int(spec.low), int(spec.high), log=spec.log)
+        else:
+            values[key] = trial.suggest_categorical(key, list(spec.choices))
+    return values
+
+
+def as_overrides(values: dict[str, Any]) -> list[str]:
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in sorted(values.items())]
+
+
+def ensure_parent_run(study, params: Params) -> str | None:
+    """The study's MLflow parent run id (created once, remembered in the study)."""
+    if not params.tracking.enabled:
+        return None
+    from harness import tracking
+    import mlflow
+
+    existing = study.user_attrs.get(PARENT_RUN_ATTR)
+    if existing:
+        return existing
+    experiment_id = tracking.connect(params.tracking.uri, params.tracking.experiment)
+    client = mlflow.tracking.MlflowClient()
+    run = client.create_run(experiment_id, run_name=f"study:{study.study_name}",
+                            tags={"optuna_study": study.study_name, "kind": "optuna-study",
+                                  "git_commit": tracking.git_commit()})
+    study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
+    return study.user_attrs.get(PARENT_RUN_ATTR, run.info.run_id)
+
+
+class Objective:
+    """Train one trial's configuration; report validation per epoch; return the best value."""
+
+    def __init__(self, params_path: str | None, base_overrides: list[str], out_dir: Path, parent_run: str | None,
+                 progress: bool = False):
+        self.params_path = params_path
+        self.base_overrides = base_overrides
+        self.out_dir = out_dir
+        self.parent_run = parent_run
+        self.progress = progress
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from harness.runner import run_training
+
+        base = load_params(self.params_path, None, self.base_overrides)
+        cfg = base.tune
+        values = suggest(trial, cfg.search_space)
+        tune_overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in cfg.overrides.items()]
+        overrides = self.base_overrides + tune_overrides + as_overrides(values)
+        params = load_params(self.params_path, cfg.experiment, overrides)
+        trial.set_user_attr("overrides", overrides)
+
+        def report(value: float, epoch: int) -> None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} with {cfg.metric} {value:.2f}")
+
+        run_dir = self.out_dir / "trials" / f"{trial.study.study_name}-{trial.number:04d}"
+        metrics = run_training(params, run_dir, report=report, progress=self.progress,
+                               mlflow_parent=self.parent_run, run_name=f"trial-{trial.number}",
+                               extra_tags={"optuna_study": trial.study.study_name,
+                                           "optuna_trial": str(trial.number)})
+        best = metrics["run"]["best_validation"]
+        if not best or not math.isfinite(best["value"]):
+            raise RuntimeError("trial produced no validation result (set train.val_fraction > 0)")
+        return float(best["value"])
+
+
+def worker(params_path: str | None, overrides: list[str], study_name: str, n_trials: int,
+           timeout: float | None, out_dir: str, parent_run: str | None, progress: bool = False) -> None:
+    """One worker process: run trials until the study holds `n_trials` finished trials."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    params = load_params(params_path, None, overrides)
+    study = load_study(params.tune, study_name)
+    objective = Objective(params_path, overrides, Path(out_dir), parent_run, progress)
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=done))
+    if remaining <= 0:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
+                   callbacks=[MaxTrialsCallback(n_trials, states=done)])
+
+
+def run_study(params_path: str | None, overrides: list[str], study_name: str | None = None,
+              n_trials: int | None = None, jobs: int | None = None, out_dir: str | Path = "tune",
+              best_params_path: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run (or resume) a study with `jobs` worker processes; write the best parameters."""
+    params = load_params(params_path, None, overrides)
+    cfg = params.tune
+    if not cfg.search_space:
+        raise ValueError("tune.search_space: expected at least one parameter to tune")
+    name = study_name or cfg.study_name
+    n_trials = n_trials or cfg.n_trials
+    jobs = jobs or cfg.jobs
+    study = load_study(cfg, name)
+    parent = ensure_parent_run(study, params)
+    args = (params_path, list(overrides), name, n_trials, cfg.timeout, str(out_dir), parent)
+    if jobs == 1:
+        worker(*args, progress=progress)
+    else:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=worker, args=args) for _ in range(jobs)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            raise RuntimeError(f"{len(failed)} tuning worker(s) exited with codes {failed}")
+    study = load_study(cfg, name)
+    summary = summarize(study)
+    if best_params_path:
+        write_best_params(summary, best_params_path)
+    close_parent_run(params, parent, summary)
+    return summary
+
+
+def summarize(study) -> dict[str, Any]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials)
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    out: dict[str, Any] = {"study": study.study_name, "n_trials": len(trials), "states": counts}
+    if complete:
+        best = study.best_trial
+        out.update(best_trial=best.number, best_value=best.value, params=dict(best.params),
+                   overrides=as_overrides(best.params))
+    return out
+
+
+def write_best_params(summary: dict[str, Any], path: str | Path) -> None:
+    header = ("# Written by `vireid tune`; apply with `vireid train --best-params <this file>`.\n"
+              "# params.yaml is never rewritten by the tuner.\n")
+    atomic_write_text(path, header + yaml.safe_dump(summary, sort_keys=False))
+
+
+def close_parent_run(params: Params, parent: str | None, summary: dict[str, Any]) -> None:
+    if not parent:
+        return
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient()
+    if "best_value" in summary:
+        client.log_metric(parent, "best_value", summary["best_value"])
+        for key, value in summary["params"].items():
+            client.set_tag(parent, f"best.{key}", str(value))
+    for state, count in summary["states"].items():
+        client.log_metric(parent, f"trials_{state}", count)
+    client.set_terminated(parent, "FINISHED")

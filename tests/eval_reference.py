@@ -1,0 +1,158 @@
+"""Independent, deliberately plain implementations used to check the vectorised evaluation.
+
+Everything here loops over queries (metrics) or over rows (re-ranking) in the classic way
+of the public code; only the documented rules are shared with the fast code:
+ties are broken by gallery index (stable sort), same-location entries are dropped,
+queries without a true match are skipped, and re-ranking follows the float16 formulation
+described in docs/evaluation.md. Nothing from harness.evaluation is imported.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- metrics
+def reference_metrics(dist, q_ids, g_ids, q_cams=None, g_cams=None, locations=None, active=None):
+    """Per-query loop. Returns dict with per-query arrays and the summary (fractions)."""
+    dist = np.asarray(dist)
+    q_ids = np.asarray(q_ids)
+    g_ids = np.asarray(g_ids)
+    nq, ng = dist.shape
+    loc = dict(locations or {})
+    if active is None:
+        active = np.ones(ng, dtype=bool)
+    active = np.asarray(active, dtype=bool)
+
+    def location(cam):
+        return loc.get(int(cam), int(cam))
+
+    gallery_ids_in_trial = g_ids[active]
+    num_ids = len(set(gallery_ids_in_trial.tolist()))
+    ap = np.full(nq, np.nan)
+    inp = np.full(nq, np.nan)
+    cmc_rank = np.zeros(nq, dtype=np.int64)
+    valid = np.zeros(nq, dtype=bool)
+    for i in range(nq):
+        keep = []
+        for j in range(ng):
+            if not active[j]:
+                continue
+            if q_cams is not None and g_cams is not None and location(q_cams[i]) == location(g_cams[j]):
+                continue
+            keep.append(j)
+        keep = np.array(keep, dtype=np.int64)
+        if keep.size == 0:
+            continue
+        order = keep[np.argsort(dist[i, keep], kind="stable")]
+        ranked_ids = g_ids[order]
+        matches = ranked_ids == q_ids[i]
+        n = int(matches.sum())
+        if n == 0:
+            continue
+        valid[i] = True
+        ranks = np.flatnonzero(matches) + 1
+        ap[i] = float(np.mean(np.arange(1, n + 1) / ranks))
+        inp[i] = n / ranks[-1]
+        seen = []
+        for pid in ranked_ids.tolist():
+            if pid not in seen:
+                seen.append(pid)
+        cmc_rank[i] = seen.index(q_ids[i]) + 1
+    n_valid = int(valid.sum())
+    length = max(1, num_ids)
+    cmc = np.zeros(length)
+    for i in np.flatnonzero(valid):
+        cmc[cmc_rank[i] - 1:] += 1
+    cmc = cmc / max(n_valid, 1)
+    return {"ap": ap, "inp": inp, "cmc_rank": cmc_rank, "valid": valid,
+            "mAP": float(np.nanmean(ap)) if n_valid else float("nan"),
+            "mINP": float(np.nanmean(inp)) if n_valid else float("nan"),
+            "cmc": cmc, "n_valid": n_valid, "n_skipped": nq - n_valid, "num_ids": num_ids}
+
+
+def reference_sqdist(x, y):
+    """Plain float64 squared Euclidean distances."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+
+
+# --------------------------------------------------------------------------- re-ranking
+def _stable_rank(row):
+    return np.argsort(row, kind="stable")
+
+
+def reference_rerank(dist_all, num_query, k1=20, k2=6, lam=0.3):
+    """k-reciprocal re-ranking (Zhong et al. 2017), row by row, from the (N, N) distances.
+
+    Formulation (shared with the fast code by specification only):
+      * ranks: stable ascending sort of each row of ``dist_all``;
+      * ``od[i, j] = dist_all[i, j] / max_k dist_all[i, k]`` (float32; divisor 1 if <= 0);
+      * V[i, E(i)] = float16( w / fsum(w) ) with w = float32 exp(-od[i, E(i)]);
+      * query expansion: V'[i] = float16( (sum_t float32(V[rank_t(i)])) / float32(k2) ), summed
+        sequentially over t = 0..k2-1;
+      * jaccard: temp[i, j] accumulated in float16 over k ascending of min(V'[i,k], V'[j,k]);
+        jac = 1 - temp / (2 - temp) (float16);
+      * final = float32(float16(jac * float16(1 - lam))) + od * float32(lam).
+    Returns the (Q, G) float32 matrix.
+    """
+    dist_all = np.asarray(dist_all)
+    n = dist_all.shape[0]
+    g = n - num_query
+    kk = k1 + 1
+    half = int(np.around(k1 / 2)) + 1
+    ranks = [None] * n
+    need = max(kk, k2)
+    for i in range(n):
+        ranks[i] = _stable_rank(dist_all[i])[:need]
+    rowmax = np.array([dist_all[i].max() for i in range(n)], dtype=dist_all.dtype)
+    rowmax = np.where(rowmax > 0, rowmax, dist_all.dtype.type(1))
+    od_rows = [None] * n
+
+    def od_row(i):
+        if od_rows[i] is None:
+            od_rows[i] = (dist_all[i] / rowmax[i]).astype(np.float32)
+        return od_rows[i]
+
+    V = np.zeros((n, n), dtype=np.float16)
+    for i in range(n):
+        forward = ranks[i][:kk]
+        backward = np.stack([ranks[f][:kk] for f in forward])
+        fi = np.where(backward == i)[0]
+        k_recip = forward[fi]
+        expansion = k_recip
+        for cand in k_recip:
+            cf = ranks[cand][:half]
+            cb = np.stack([ranks[f][:half] for f in cf])
+            cfi = np.where(cb == cand)[0]
+            cand_recip = cf[cfi]
+            if len(np.intersect1d(cand_recip, k_recip)) > 2 / 3 * len(cand_recip):
+                expansion = np.append(expansion, cand_recip)
+        expansion = np.unique(expansion)
+        w = np.exp(-np.ascontiguousarray(od_row(i)[expansion]))
+        total = math.fsum(float(v) for v in w)
+        V[i, expansion] = (w.astype(np.float64) / total).astype(np.float16)
+    if k2 != 1:
+        V_qe = np.zeros_like(V)
+        for i in range(n):
+            nbrs = ranks[i][:k2]
+            acc = V[nbrs[0]].astype(np.float32)
+            for t in range(1, len(nbrs)):
+                acc = acc + V[nbrs[t]].astype(np.float32)
+            V_qe[i] = (acc / np.float32(len(nbrs))).astype(np.float16)
+        V = V_qe
+    inv_index = [np.where(V[:, k] != 0)[0] for k in range(n)]
+    final = np.zeros((num_query, g), dtype=np.float32)
+    w_jac = np.float16(1 - lam)
+    w_od = np.float32(lam)
+    for i in range(num_query):
+        temp = np.zeros(n, dtype=np.float16)
+        nonzero = np.where(V[i] != 0)[0]
+        for k in nonzero:
+            js = inv_index[k]
+            temp[js] = temp[js] + np.minimum(V[i, k], V[js, k])
+        jac = np.float16(1) - temp / (np.float16(2) - temp)
+        final[i] = (jac[num_query:] * w_jac).astype(np.float32) + od_row(i)[num_query:] * w_od
+    return final
