@@ -189,6 +189,10 @@ class ExperimentMeta:
     label: str = ""
     description: str = ""
     ablation_order: int | None = None
+    # "params": the experiment's `loss:` overlays params.yaml's loss block (IDKL family);
+    # "profile": it replaces it, starting from the method's profile defaults (e.g. AGW, whose
+    # loss terms differ from IDKL's).
+    loss_base: Literal["params", "profile"] = "params"
 
 
 @dataclass
@@ -318,6 +322,8 @@ def load_params(
             raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed top-level keys: "
                               + ", ".join(f.name for f in dataclasses.fields(Params)))
         data = deep_merge(data, overlay)
+        if overlay.get("experiment", {}).get("loss_base") == "profile":
+            data["loss"] = copy.deepcopy(overlay.get("loss") or {})
         data.setdefault("experiment", {})
         data["experiment"].setdefault("name", Path(path).stem)
     for text in overrides:

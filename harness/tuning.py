@@ -87,8 +87,9 @@ class Objective:
     """Train one trial's configuration; report validation per epoch; return the best value."""
 
     def __init__(self, params_path: str | None, base_overrides: list[str], out_dir: Path, parent_run: str | None,
-                 progress: bool = False):
+                 progress: bool = False, dataset: str | None = None):
         self.params_path = params_path
+        self.dataset = dataset
         self.base_overrides = base_overrides
         self.out_dir = out_dir
         self.parent_run = parent_run
@@ -99,12 +100,12 @@ class Objective:
 
         from harness.runner import run_training
 
-        base = load_params(self.params_path, None, self.base_overrides)
+        base = load_params(self.params_path, None, self.base_overrides, self.dataset)
         cfg = base.tune
         values = suggest(trial, cfg.search_space)
         tune_overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in cfg.overrides.items()]
         overrides = self.base_overrides + tune_overrides + as_overrides(values)
-        params = load_params(self.params_path, cfg.experiment, overrides)
+        params = load_params(self.params_path, cfg.experiment, overrides, self.dataset)
         trial.set_user_attr("overrides", overrides)
 
         def report(value: float, epoch: int) -> None:
@@ -124,15 +125,16 @@ class Objective:
 
 
 def worker(params_path: str | None, overrides: list[str], study_name: str, n_trials: int,
-           timeout: float | None, out_dir: str, parent_run: str | None, progress: bool = False) -> None:
+           timeout: float | None, out_dir: str, parent_run: str | None, dataset: str | None = None,
+           progress: bool = False) -> None:
     """One worker process: run trials until the study holds `n_trials` finished trials."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    params = load_params(params_path, None, overrides)
+    params = load_params(params_path, None, overrides, dataset)
     study = load_study(params.tune, study_name)
-    objective = Objective(params_path, overrides, Path(out_dir), parent_run, progress)
+    objective = Objective(params_path, overrides, Path(out_dir), parent_run, progress, dataset)
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     remaining = n_trials - len(study.get_trials(deepcopy=False, states=done))
     if remaining <= 0:
@@ -144,9 +146,13 @@ def worker(params_path: str | None, overrides: list[str], study_name: str, n_tri
 
 def run_study(params_path: str | None, overrides: list[str], study_name: str | None = None,
               n_trials: int | None = None, jobs: int | None = None, out_dir: str | Path = "tune",
-              best_params_path: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run (or resume) a study with `jobs` worker processes; write the best parameters."""
-    params = load_params(params_path, None, overrides)
+              best_params_path: str | Path | None = None, progress: bool = False,
+              dataset: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a study with `jobs` worker processes; write the best parameters.
+
+    `dataset` names an `experiments/data/<name>.yaml` overlay (None: params.yaml's data block).
+    """
+    params = load_params(params_path, None, overrides, dataset)
     cfg = params.tune
     if not cfg.search_space:
         raise ValueError("tune.search_space: expected at least one parameter to tune")
@@ -155,7 +161,7 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
     jobs = jobs or cfg.jobs
     study = load_study(cfg, name)
     parent = ensure_parent_run(study, params)
-    args = (params_path, list(overrides), name, n_trials, cfg.timeout, str(out_dir), parent)
+    args = (params_path, list(overrides), name, n_trials, cfg.timeout, str(out_dir), parent, dataset)
     if jobs == 1:
         worker(*args, progress=progress)
     else:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         dist.shutdown()
     if metrics:
-        from harness.evaluation.report_table import format_results
+        from harness.evaluation.evaluate import format_results
 
         print(format_results(metrics["results"]))
         print(f"outputs in {run_dir}")

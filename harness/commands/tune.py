@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from harness.tuning import run_study
 
     summary = run_study(args.params, args.overrides, args.study, args.n_trials, args.jobs, args.out_dir,
-                        args.best_params, args.progress)
+                        args.best_params, args.progress,
+                        args.data)
     print(json.dumps(summary, indent=2))
     return 0
