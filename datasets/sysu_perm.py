@@ -6,8 +6,9 @@ each entry an (n_persons x 1) cell indexed by ``pid - 1``; each of those an
 numbers (1-based) in that camera. A person with no image in a camera has an empty matrix.
 
 The gallery of trial ``t`` with ``num_shots`` shots takes, for each gallery camera and each
-test identity, the first ``num_shots`` numbers of row ``t`` and names the images
-``camC/PPPP/IIII`` (camera, zero-padded pid, zero-padded image number).
+test identity, the first ``num_shots`` numbers of row ``t``; the images are named
+``camC/PPPP/IIII`` (camera, zero-padded pid, zero-padded image number), here encoded as
+integer keys for fast matching.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from datasets.errors import DatasetError
 
 VARIABLE = "rand_perm_cam"
 NUM_CAMERAS = 6
+HEADER = "MATLAB 5.0 MAT-file, written by vireid-bench (datasets.sysu_perm)"
 
-__all__ = ["read_rand_perm_cam", "write_rand_perm_cam", "gallery_names", "VARIABLE"]
+__all__ = ["read_rand_perm_cam", "write_rand_perm_cam", "image_keys", "gallery_keys", "VARIABLE"]
 
 
 def _as_image_numbers(value, path, cam: int, pid: int) -> np.ndarray:
@@ -122,7 +124,8 @@ def write_rand_perm_cam(path, perms) -> None:
     """Write ``perms`` (``{cam: [array per pid-1]}``, cameras 1..6; missing cameras are
     written as an empty person list) in the official structure: variable ``rand_perm_cam``,
     a 6 x 1 cell of (n_persons x 1) cells of (n_trials x n_images) double matrices, 0 x 0
-    where a person has no images. The file is replaced atomically.
+    where a person has no images. The file is replaced atomically; equal input gives
+    byte-identical files (the header carries no timestamp).
     """
     import scipy.io
 
@@ -142,6 +145,10 @@ def write_rand_perm_cam(path, perms) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             scipy.io.savemat(fh, {VARIABLE: top}, format="5", do_compression=False)
+            # scipy stamps the 116-byte text header with the time; a fixed one keeps the file
+            # byte-identical for identical permutations (the synthetic generator relies on it).
+            fh.seek(0)
+            fh.write(HEADER.ljust(116).encode("ascii"))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -151,13 +158,20 @@ def write_rand_perm_cam(path, perms) -> None:
         raise
 
 
-def gallery_names(perm, cams, pids, trial: int, num_shots: int) -> list[str]:
-    """Names ``camC/PPPP/IIII`` of the gallery of ``trial`` (0-based): for each camera in
-    ``cams`` (outer loop) and each pid in ``pids`` (inner loop), the first ``num_shots``
-    image numbers of row ``trial`` of that person's permutation. A person with no image in
-    a camera contributes nothing. ``perm`` is what :func:`read_rand_perm_cam` returns.
+def image_keys(cam, pid, number) -> np.ndarray:
+    """Integer keys of the images ``camC/PPPP/IIII``: ``(cam * 10000 + pid) * 10000 + number``."""
+    return (np.asarray(cam, dtype=np.int64) * 10_000 + np.asarray(pid, dtype=np.int64)) * 10_000 \
+        + np.asarray(number, dtype=np.int64)
+
+
+def gallery_keys(perm, cams, pids, num_shots: int | None = None) -> np.ndarray:
+    """(n_trials, K) :func:`image_keys`: row ``t`` is the gallery of trial ``t`` in the
+    official order -- for each camera in ``cams`` (outer loop) and each pid in ``pids``
+    (inner loop), the first ``num_shots`` image numbers of row ``t`` of that person's
+    permutation (``None``: the whole row, i.e. every image). A person with no image in a
+    camera contributes nothing. ``perm`` is what :func:`read_rand_perm_cam` returns.
     """
-    names: list[str] = []
+    parts = []
     for cam in cams:
         cam = int(cam)
         if cam not in perm:
@@ -169,13 +183,9 @@ def gallery_names(perm, cams, pids, trial: int, num_shots: int) -> list[str]:
                 raise DatasetError(f"the permutation file has no entry for person {pid} in camera "
                                    f"{cam} (it lists {len(persons)} persons)")
             arr = np.asarray(persons[pid - 1])
-            if arr.size == 0:
-                continue
-            if arr.ndim == 1:
-                arr = arr.reshape(1, -1)
-            if trial < 0 or trial >= arr.shape[0]:
-                raise DatasetError(f"the permutation of person {pid} in camera {cam} has "
-                                   f"{arr.shape[0]} trials; trial {trial} requested")
-            for number in arr[trial, :num_shots]:
-                names.append(f"cam{cam}/{pid:04d}/{int(number):04d}")
-    return names
+            if arr.size:
+                parts.append(image_keys(cam, pid, (arr.reshape(1, -1) if arr.ndim == 1 else arr)[:, :num_shots]))
+    if not parts:
+        return np.zeros((0, 0), dtype=np.int64)
+    trials = min(len(p) for p in parts)  # the official file has 10 rows for every person
+    return np.concatenate([p[:trials] for p in parts], axis=1)

@@ -91,11 +91,13 @@ class TrainBatches:
 
 
 def iterate_eval_batches(data: PreparedData, indices: np.ndarray, batch_size: int, transform: Any,
-                         device: torch.device) -> Iterator[torch.Tensor]:
+                         device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(images, modality codes) of `indices` in order; two-stem models (AGW) need the modality."""
+    codes = data.modality_codes
     for start in range(0, len(indices), batch_size):
         rows = indices[start:start + batch_size]
         images = torch.from_numpy(np.ascontiguousarray(data.images[rows])).to(device)
-        yield transform(images)
+        yield transform(images), torch.as_tensor(codes[rows], device=device)
 
 
 @torch.no_grad()
@@ -105,12 +107,9 @@ def extract_features(model: torch.nn.Module, data: PreparedData, indices: np.nda
     was_training = model.training
     model.eval()
     feats = []
-    for images in iterate_eval_batches(data, indices, batch_size, transform, device):
-        if amp_dtype is not None:
-            with torch.autocast(device.type, dtype=amp_dtype):
-                out = model.extract(images)
-        else:
-            out = model.extract(images)
+    for images, modality in iterate_eval_batches(data, indices, batch_size, transform, device):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model.extract(images, modality=modality)
         feats.append(out.float().cpu())
     model.train(was_training)
     if not feats:

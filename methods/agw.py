@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from methods import losses as L
 from methods.backbones import FEATURE_DIMS, build_resnet, check_backbone, load_weights, stem
 from methods.layers import BNNeck, GeM, NonLocal
-from methods.registry import LossSchema, check_profile, register_method
+from methods.registry import LossSchema, check_profile, config_error, register_method
 
 AGW_TERMS = ("id", "triplet")
 # Non-local blocks per stage in the AGW code (ResNet-50: after blocks 2,3 of layer2 and 3,4,5 of layer3).
@@ -37,6 +37,10 @@ class AGWLossConfig:
 
     def enabled_terms(self) -> list[str]:
         return [t for t in AGW_TERMS if getattr(self, t)]
+
+    def check(self, path: str = "loss") -> None:
+        if not self.enabled_terms():
+            raise config_error(f"{path}: every loss term is off; enable id or triplet")
 
 
 def agw_profile_defaults(name: str) -> dict[str, Any]:
@@ -57,16 +61,12 @@ class AGW(nn.Module):
     and is required by extract too, since the two stems differ.
     """
 
-    method_name = "agw"
-    extract_needs_modality = True
-
     def __init__(self, num_classes: int, backbone: str = "resnet50", weights: str = "none", last_stride: int = 1,
                  loss: AGWLossConfig | None = None, non_local: tuple[int, int, int, int] = AGW_NON_LOCAL):
         super().__init__()
         check_backbone(backbone)
         self.cfg = loss if loss is not None else AGWLossConfig()
         self.num_classes = num_classes
-        self.backbone_name = backbone
         dim = FEATURE_DIMS[backbone]
         self.feat_dim = dim
         state, source = load_weights(backbone, weights)

@@ -2,8 +2,8 @@
 AGW use them, with weights from nowhere, the torch hub cache, or a state-dict file.
 
 Nothing here downloads: ``weights="imagenet"`` looks for the torchvision file in
-``torch.hub.get_dir()/checkpoints/`` and raises FileNotFoundError naming the file when it is
-absent.
+``$TORCH_HOME/hub/checkpoints/`` (``torch.hub.get_dir()``) and raises FileNotFoundError naming
+the file, the folder and the download address when it is absent.
 """
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import BasicBlock
 
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50")
 
 # Final feature width of each backbone (layer4 output channels).
 FEATURE_DIMS = {"tiny": 128, "resnet18": 512, "resnet34": 512, "resnet50": 2048}
-
-# Channel width after layer2 (the input of layer3).
-FRONT_DIMS = {"tiny": 32, "resnet18": 128, "resnet34": 128, "resnet50": 512}
 
 TINY_WIDTHS = (16, 32, 64, 128)
 
@@ -35,10 +32,6 @@ IMAGENET_FILES = {
     "resnet50": (("resnet50-0676ba61.pth", "https://download.pytorch.org/models/resnet50-0676ba61.pth"),
                  ("resnet50-19c8e357.pth", "https://download.pytorch.org/models/resnet50-19c8e357.pth")),
 }
-# torchvision's IMAGENET1K_V2 recipe (not what IDKL or AGW used), selectable as "imagenet_v2".
-IMAGENET_V2_FILES = {
-    "resnet50": (("resnet50-11ad3fa6.pth", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"),),
-}
 
 
 class TinyResNet(nn.Module):
@@ -48,37 +41,32 @@ class TinyResNet(nn.Module):
     the same splitting, last-stride and state-dict code applies.
     """
 
-    def __init__(self, widths: tuple[int, int, int, int] = TINY_WIDTHS, blocks: tuple[int, ...] = (1, 1, 1, 1)):
+    def __init__(self):
         super().__init__()
-        self.inplanes = widths[0]
-        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
+        w1, w2, w3, w4 = TINY_WIDTHS
+        self.conv1 = nn.Conv2d(3, w1, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(widths[0], blocks[0], stride=1)
-        self.layer2 = self._make_layer(widths[1], blocks[1], stride=2)
-        self.layer3 = self._make_layer(widths[2], blocks[2], stride=2)
-        self.layer4 = self._make_layer(widths[3], blocks[3], stride=2)
-        for m in self.modules():
+        self.layer1 = _tiny_stage(w1, w1, stride=1)
+        self.layer2 = _tiny_stage(w1, w2, stride=2)
+        self.layer3 = _tiny_stage(w2, w3, stride=2)
+        self.layer4 = _tiny_stage(w3, w4, stride=2)
+        for m in self.modules():  # torchvision's ResNet initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or self.inplanes != planes:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
-                                       nn.BatchNorm2d(planes))
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample)]
-        self.inplanes = planes
-        layers += [BasicBlock(planes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def _tiny_stage(inplanes: int, planes: int, stride: int) -> nn.Sequential:
+    downsample = None
+    if stride != 1 or inplanes != planes:
+        downsample = nn.Sequential(nn.Conv2d(inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                                   nn.BatchNorm2d(planes))
+    return nn.Sequential(BasicBlock(inplanes, planes, stride, downsample))
 
 
 def check_backbone(name: str) -> None:
@@ -100,24 +88,23 @@ def drop_last_stride(model: nn.Module) -> None:
     block.stride = 1
 
 
-def imagenet_file(arch: str, variant: str = "imagenet") -> Path:
-    """The hub-cache file holding torchvision's ImageNet weights for `arch`; never downloads."""
-    table = IMAGENET_V2_FILES if variant == "imagenet_v2" else IMAGENET_FILES
-    if arch not in table:
-        known = ", ".join(sorted(table))
-        raise ValueError(f"weights={variant!r}: no torchvision ImageNet weights for backbone {arch!r} "
-                         f"(available for: {known}); use weights='none' or a path to a state dict")
+def imagenet_file(arch: str) -> Path:
+    """The hub-cache file holding torchvision's ImageNet weights for `arch`; never downloads.
+
+    The folder is ``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub/checkpoints``.
+    """
+    if arch not in IMAGENET_FILES:
+        raise ValueError(f"weights='imagenet': there are no ImageNet weights for backbone {arch!r} "
+                         f"(available for: {', '.join(IMAGENET_FILES)}); use weights='none' or a path to a state dict")
     folder = Path(torch.hub.get_dir()) / "checkpoints"
-    for name, _url in table[arch]:
+    for name, _url in IMAGENET_FILES[arch]:
         if (folder / name).is_file():
             return folder / name
-    name, url = table[arch][0]
-    others = [n for n, _ in table[arch][1:]]
-    also = f" (the older name {', '.join(others)} is accepted too)" if others else ""
+    (name, url), (old_name, _) = IMAGENET_FILES[arch]
     raise FileNotFoundError(
-        f"ImageNet weights for {arch} not found: put {name} at {folder / name}{also}. "
-        f"Nothing is downloaded; fetch it on a machine with network access from {url}, or pass "
-        f"weights='none' or a path to a state dict")
+        f"ImageNet weights for {arch} not found: put {name} at {folder / name} (the older file name "
+        f"{old_name} is accepted too). Nothing is downloaded; fetch it on a machine with network access "
+        f"from {url} (the folder is $TORCH_HOME/hub/checkpoints), or use weights='none' or a path to a state dict")
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -134,21 +121,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(arch: str, weights: str) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """Resolve `weights` to (state dict or None, description). `weights`: 'none', 'imagenet',
-    'imagenet_v2' (ResNet-50 only) or a filesystem path to a state dict."""
+    """Resolve `weights` to (state dict or None, description).
+
+    `weights`: 'none', 'imagenet' (torchvision's file in the hub cache) or the path of a state dict
+    (a full torchvision-layout ResNet; an ImageNet ``fc`` is ignored, ``module.`` prefixes dropped).
+    """
     check_backbone(arch)
     if weights in (None, "none", ""):
         return None, "none"
-    if weights in ("imagenet", "imagenet_v2"):
-        if arch == "tiny":
-            raise ValueError(f"weights={weights!r}: there are no ImageNet weights for the tiny backbone; "
-                             "use weights='none' or a path to a tiny-backbone state dict")
-        path = imagenet_file(arch, weights)
+    if weights == "imagenet":
+        path = imagenet_file(arch)
         return _read_state_dict(path), str(path)
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"backbone weights {weights!r}: no such file (expected 'none', 'imagenet', "
-                                "'imagenet_v2' or the path of a state-dict file)")
+        raise FileNotFoundError(f"backbone weights {weights!r}: no such file (expected 'none', 'imagenet' "
+                                "or the path of a state-dict file)")
     return _read_state_dict(path), str(path)
 
 
@@ -205,10 +192,5 @@ def back(model: nn.Module) -> nn.Sequential:
     return nn.Sequential(OrderedDict((n, getattr(model, n)) for n in ("layer3", "layer4")))
 
 
-def layers(model: nn.Module) -> list[nn.Sequential]:
-    return [model.layer1, model.layer2, model.layer3, model.layer4]
-
-
-__all__ = ["BACKBONES", "FEATURE_DIMS", "FRONT_DIMS", "IMAGENET_FILES", "TinyResNet", "BasicBlock", "Bottleneck",
-           "build_resnet", "load_weights", "imagenet_file", "drop_last_stride", "stem", "front", "back", "layers",
-           "check_backbone"]
+__all__ = ["BACKBONES", "FEATURE_DIMS", "IMAGENET_FILES", "TinyResNet", "build_resnet", "load_weights",
+           "imagenet_file", "drop_last_stride", "stem", "front", "back", "check_backbone"]

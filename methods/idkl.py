@@ -20,7 +20,7 @@ from torch import nn
 from methods import losses as L
 from methods.backbones import FEATURE_DIMS, back, build_resnet, check_backbone, front, load_weights
 from methods.layers import BNNeck, GeM, ModalityDiscriminator, Purifier
-from methods.registry import LossSchema, check_profile, register_method
+from methods.registry import LossSchema, check_profile, config_error, register_method
 
 _W = {"ge": 0.0}
 
@@ -99,6 +99,13 @@ class IDKLLossConfig:
     def enabled_terms(self) -> list[str]:
         return [t for t in IDKL_TERMS if getattr(self, t)]
 
+    def check(self, path: str = "loss") -> None:
+        """Reject configurations that would train nothing or leave a term empty."""
+        if not self.enabled_terms():
+            raise config_error(f"{path}: every loss term is off; enable at least one of {', '.join(IDKL_TERMS)}")
+        if self.ip and not (self.ip_entropy or self.ip_centroid):
+            raise config_error(f"{path}.ip: enabled, but both ip.entropy and ip.centroid are off")
+
     def large_batch(self, batch_size: int) -> bool:
         if self.kl_batch_rule == "large":
             return True
@@ -133,20 +140,17 @@ class IDKL(nn.Module):
       modality_logits (N, 2); ip_logits_f / ip_logits_fp (N, C) the IP classifier on GeM(F) and
       GeM(F_p); ip_in / ip_in_p (N, D) GeM(IN(F)) and GeM(IN_p).
     loss(outputs, labels, modality) -> {term: weighted value} for the enabled terms.
-    extract(images) -> (N, D) shared vector after its BN-neck (call in eval mode).
+    extract(images, modality=None) -> (N, D) shared vector after its BN-neck (call in eval mode;
+      `modality` is accepted for a uniform interface with AGW and ignored).
     """
 
-    method_name = "idkl"
-
     def __init__(self, num_classes: int, backbone: str = "resnet50", weights: str = "none", last_stride: int = 1,
-                 loss: IDKLLossConfig | None = None, discriminator_dropout: float = 0.5,
-                 purifier_reduction: int = 16):
+                 loss: IDKLLossConfig | None = None, discriminator_dropout: float = 0.5):
         super().__init__()
         check_backbone(backbone)
         cfg = loss if loss is not None else IDKLLossConfig()
         self.cfg = cfg
         self.num_classes = num_classes
-        self.backbone_name = backbone
         dim = FEATURE_DIMS[backbone]
         self.feat_dim = dim
         state, source = load_weights(backbone, weights)
@@ -157,14 +161,16 @@ class IDKL(nn.Module):
         self.front = front(resnet_copy())
         self.shared_back = back(resnet_copy())
         self.pool = GeM(p=3.0, eps=1e-6)
-        self.bn_neck = BNNeck(dim)
+        self.bn_neck = BNNeck(dim)  # its running statistics serve the test-time feature in any case
+        if not (cfg.shared_logits or cfg.pseudo_modality):
+            self.bn_neck.weight.requires_grad_(False)  # no loss reaches it: keep it out of the optimiser
         if cfg.shared_logits:
             self.classifier = nn.Linear(dim, num_classes, bias=False)
         if cfg.pseudo_modality:
             self.pseudo_modality_head = ModalityDiscriminator(dim, dropout=discriminator_dropout)
         if cfg.specific_branch:
             self.specific_back = back(resnet_copy())
-            self.purifier = Purifier(dim, reduction=purifier_reduction)
+            self.purifier = Purifier(dim)
             if cfg.specific_logits or cfg.modality:
                 self.bn_neck_sp = BNNeck(dim)
             if cfg.specific_logits:
@@ -233,14 +239,14 @@ class IDKL(nn.Module):
         if cfg.pseudo_modality:
             terms["pseudo_modality"] = cfg.pseudo_modality_weight * L.pseudo_modality_ce(
                 outputs["pseudo_modality_logits"], modality, cfg.pseudo_modality_targets)
-        if cfg.ip:
-            value = outputs["feat"].new_zeros(())
+        if cfg.ip:  # `check` guarantees at least one of the two parts
+            parts = []
             if cfg.ip_entropy:
-                value = value + L.entropy_margin(outputs["ip_logits_f"], outputs["ip_logits_fp"], cfg.ip_entropy_margin)
+                parts.append(L.entropy_margin(outputs["ip_logits_f"], outputs["ip_logits_fp"], cfg.ip_entropy_margin))
             if cfg.ip_centroid:
-                value = value + L.modal_centroid(outputs["ip_in"], outputs["ip_in_p"], labels, modality,
-                                                 cfg.ip_centroid_margin)
-            terms["ip"] = cfg.ip_weight * value
+                parts.append(L.modal_centroid(outputs["ip_in"], outputs["ip_in_p"], labels, modality,
+                                              cfg.ip_centroid_margin))
+            terms["ip"] = cfg.ip_weight * sum(parts)
         if cfg.bg_kl:
             w = cfg.bg_kl_inter_large if large else cfg.bg_kl_inter_small
             terms["bg_kl"] = cfg.bg_kl_weight * L.bg_kl(outputs["logits"], outputs["sp_logits"], modality, w)
@@ -287,6 +293,4 @@ def build_idkl(num_classes: int, **kw: Any) -> IDKL:
     {t: False for t in IDKL_ONLY_TERMS},
     "the baseline is IDKL with every IDKL term off; use method 'idkl' to turn this term on"))
 def build_baseline(num_classes: int, **kw: Any) -> IDKL:
-    model = IDKL(num_classes, **kw)
-    model.method_name = "baseline"
-    return model
+    return IDKL(num_classes, **kw)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6, clamp: bool = True) -> torch.Tensor:
+def gem(x: torch.Tensor, p: float = 3.0, eps: float = 1e-6, clamp: bool = True) -> torch.Tensor:
     """Generalised-mean pooling of a (N, C, H, W) map -> (N, C), computed in float32.
 
     clamp=True (IDKL): ``mean(clamp(x, eps) ** p) ** (1/p)``.
@@ -26,24 +26,17 @@ def gem(x: torch.Tensor, p: float | torch.Tensor = 3.0, eps: float = 1e-6, clamp
 
 
 class GeM(nn.Module):
-    """GeM pooling. IDKL and AGW both use a fixed p = 3 (no parameter); ``learnable=True`` makes
-    p an ``nn.Parameter`` (one extra trainable parameter), which neither reference does."""
+    """GeM pooling with a fixed p (IDKL and AGW both use p = 3 and train no p)."""
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6, clamp: bool = True, learnable: bool = False):
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, clamp: bool = True):
         super().__init__()
-        self.eps = eps
-        self.clamp = clamp
-        if learnable:
-            self.p = nn.Parameter(torch.tensor(float(p)))
-        else:
-            self.p = float(p)
+        self.p, self.eps, self.clamp = p, eps, clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return gem(x, self.p, self.eps, self.clamp)
 
     def extra_repr(self) -> str:
-        p = float(self.p) if isinstance(self.p, torch.Tensor) else self.p
-        return f"p={p:g}, eps={self.eps:g}, clamp={self.clamp}"
+        return f"p={self.p:g}, eps={self.eps:g}, clamp={self.clamp}"
 
 
 class BNNeck(nn.BatchNorm1d):
@@ -119,10 +112,12 @@ class ModalityDiscriminator(nn.Module):
 
 
 class NonLocal(nn.Module):
-    """AGW's non-local block (dot-product form, f / N), with a residual connection.
+    """AGW's non-local block (Wang et al.'s dot-product form, f / N), with a residual connection.
 
     g, theta, phi: conv1x1(C -> C/r) with bias; W: conv1x1(C/r -> C) with bias then BatchNorm2d
-    initialised to zero, so the block starts as the identity.
+    initialised to zero, so the block starts as the identity. r = 2 is the non-local paper's
+    bottleneck; the cross-modal AGW code computes its width as ``r // r`` (= 1 channel), which
+    docs/methods.md records as a difference.
     """
 
     def __init__(self, channels: int, reduction: int = 2):

@@ -1,6 +1,6 @@
 """One registry of methods: ``build_model(name, num_classes, ...)`` and loss-config resolution.
 
-A method registers a builder with ``@register_method(name, loss_config=...)``; the builder is
+A method registers a builder with ``@register_method(name, loss=LossSchema(...))``; the builder is
 called as ``builder(num_classes, backbone=, weights=, last_stride=, loss=<resolved config>, **kw)``.
 
 Loss mappings may be flat (``triplet_weight: 2``) or nested by term
@@ -30,29 +30,23 @@ class LossSchema:
     forced: dict[str, Any] = dataclasses.field(default_factory=dict)
     forced_reason: str = ""
 
-    def resolve(self, loss: Any, profile: str = "code", path: str = "loss") -> Any:
+    def resolve(self, loss: dict[str, Any] | None, profile: str = "code", path: str = "loss") -> Any:
         check_profile(profile)
-        if dataclasses.is_dataclass(loss) and not isinstance(loss, type):
-            if not isinstance(loss, self.cls):
-                raise config_error(f"{path}: expected a {self.cls.__name__}, got {type(loss).__name__}")
-            loss = dataclasses.asdict(loss)
-            defaults: dict[str, Any] = {}
-        else:
-            defaults = self.defaults(profile)
-        return build_loss_config(self.cls, loss, defaults, self.terms, path, self.forced, self.forced_reason)
+        return build_loss_config(self.cls, loss, self.defaults(profile), self.terms, path, self.forced,
+                                 self.forced_reason)
 
 
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
     builder: Callable[..., Any]
-    loss: LossSchema | None
+    loss: LossSchema
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, loss: LossSchema | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def register_method(name: str, loss: LossSchema) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering `builder` under `name` (with its loss schema)."""
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,12 +75,7 @@ def check_profile(profile: str) -> None:
 
 def resolve_loss_config(name: str, loss: Any = None, profile: str = "code", path: str = "loss") -> Any:
     """The method's loss-config dataclass for `profile` with `loss` overlaid."""
-    spec = get_method(name)
-    if spec.loss is None:
-        if loss:
-            raise config_error(f"{path}: method {name!r} takes no loss options")
-        return None
-    return spec.loss.resolve(loss, profile, path)
+    return get_method(name).loss.resolve(loss, profile, path)
 
 
 def validate_loss_config(method: str, loss: Any, path: str = "loss", profile: str = "code") -> None:
@@ -99,10 +88,10 @@ def build_model(name: str, num_classes: int, backbone: str = "resnet50", weights
     """Build method `name` (see `list_methods()`).
 
     num_classes: training identities; backbone: tiny | resnet18 | resnet34 | resnet50;
-    weights: 'none' | 'imagenet' | 'imagenet_v2' | path of a state dict (never downloads);
-    last_stride: 1 (drop layer4's stride) or 2; loss: mapping (flat or nested by term) or the
-    method's loss-config dataclass, overlaid on `profile` ('code' | 'paper') defaults;
-    **kw: method-specific options (IDKL/AGW: discriminator_dropout, ...).
+    weights: 'none' | 'imagenet' (torch hub cache) | path of a state dict (never downloads);
+    last_stride: 1 (drop layer4's stride) or 2; loss: mapping (flat or nested by term) overlaid
+    on the `profile` ('code' | 'paper') defaults;
+    **kw: method-specific options (IDKL: discriminator_dropout; AGW: non_local).
     """
     spec = get_method(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -172,7 +161,9 @@ def flatten_loss_mapping(loss: dict[str, Any] | None, terms: tuple[str, ...], pa
 
 def build_loss_config(cls: type, loss: dict[str, Any] | None, defaults: dict[str, Any], terms: tuple[str, ...],
                       path: str = "loss", forced: dict[str, Any] | None = None, forced_reason: str = "") -> Any:
-    """Dataclass `cls` from `defaults` overlaid with `loss`; `forced` values may not be contradicted."""
+    """Dataclass `cls` from `defaults` overlaid with `loss`; `forced` values may not be contradicted.
+
+    `cls` defines ``check(path)``, which raises for combinations no single field can catch."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = dict(defaults)
@@ -193,4 +184,6 @@ def build_loss_config(cls: type, loss: dict[str, Any] | None, defaults: dict[str
             raise config_error(f"{key_path}: {forced_reason or 'fixed by this method'} (must be {forced[name]!r})")
         values[name] = converted
     values.update(forced or {})
-    return cls(**values)
+    config = cls(**values)
+    config.check(path)
+    return config

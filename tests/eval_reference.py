@@ -15,56 +15,41 @@ import numpy as np
 
 # ----------------------------------------------------------------------------- metrics
 def reference_metrics(dist, q_ids, g_ids, q_cams=None, g_cams=None, locations=None, active=None):
-    """Per-query loop. Returns dict with per-query arrays and the summary (fractions)."""
+    """One query at a time, as the public code: drop the same-location and inactive entries,
+    sort the rest (stable), then read AP, INP and the de-duplicated CMC rank off the ranked
+    identities. Returns per-query arrays and the summary (fractions)."""
     dist = np.asarray(dist)
     q_ids = np.asarray(q_ids)
     g_ids = np.asarray(g_ids)
     nq, ng = dist.shape
-    loc = dict(locations or {})
-    if active is None:
-        active = np.ones(ng, dtype=bool)
-    active = np.asarray(active, dtype=bool)
-
-    def location(cam):
-        return loc.get(int(cam), int(cam))
-
-    gallery_ids_in_trial = g_ids[active]
-    num_ids = len(set(gallery_ids_in_trial.tolist()))
+    loc = {int(k): int(v) for k, v in (locations or {}).items()}
+    active = np.ones(ng, dtype=bool) if active is None else np.asarray(active, dtype=bool)
+    g_loc = None if g_cams is None else np.array([loc.get(int(c), int(c)) for c in g_cams])
+    num_ids = len(np.unique(g_ids[active]))
     ap = np.full(nq, np.nan)
     inp = np.full(nq, np.nan)
     cmc_rank = np.zeros(nq, dtype=np.int64)
-    valid = np.zeros(nq, dtype=bool)
     for i in range(nq):
-        keep = []
-        for j in range(ng):
-            if not active[j]:
-                continue
-            if q_cams is not None and g_cams is not None and location(q_cams[i]) == location(g_cams[j]):
-                continue
-            keep.append(j)
-        keep = np.array(keep, dtype=np.int64)
-        if keep.size == 0:
-            continue
-        order = keep[np.argsort(dist[i, keep], kind="stable")]
-        ranked_ids = g_ids[order]
-        matches = ranked_ids == q_ids[i]
+        keep = active.copy()
+        if g_loc is not None and q_cams is not None:
+            keep &= g_loc != loc.get(int(q_cams[i]), int(q_cams[i]))
+        cols = np.flatnonzero(keep)
+        ranked = g_ids[cols[np.argsort(dist[i, cols], kind="stable")]]
+        matches = ranked == q_ids[i]
         n = int(matches.sum())
         if n == 0:
             continue
-        valid[i] = True
         ranks = np.flatnonzero(matches) + 1
-        ap[i] = float(np.mean(np.arange(1, n + 1) / ranks))
+        ap[i] = np.mean(np.arange(1, n + 1) / ranks)
         inp[i] = n / ranks[-1]
-        seen = []
-        for pid in ranked_ids.tolist():
-            if pid not in seen:
-                seen.append(pid)
-        cmc_rank[i] = seen.index(q_ids[i]) + 1
+        _, first_seen = np.unique(ranked, return_index=True)
+        dedup = ranked[np.sort(first_seen)]
+        cmc_rank[i] = int(np.flatnonzero(dedup == q_ids[i])[0]) + 1
+    valid = cmc_rank > 0
     n_valid = int(valid.sum())
-    length = max(1, num_ids)
-    cmc = np.zeros(length)
-    for i in np.flatnonzero(valid):
-        cmc[cmc_rank[i] - 1:] += 1
+    cmc = np.zeros(max(1, num_ids))
+    for r in cmc_rank[valid]:
+        cmc[r - 1:] += 1
     cmc = cmc / max(n_valid, 1)
     return {"ap": ap, "inp": inp, "cmc_rank": cmc_rank, "valid": valid,
             "mAP": float(np.nanmean(ap)) if n_valid else float("nan"),

@@ -16,22 +16,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, required=True, help="number of training identities (SYSU-MM01: 395)")
     p.add_argument("--profile", choices=("code", "paper"), default="code", help="loss profile (default code)")
     p.add_argument("--last-stride", type=int, choices=(1, 2), default=1, help="layer4 stride (default 1)")
-    p.add_argument("--set", dest="loss_overrides", action="append", default=[], metavar="TERM=VALUE",
-                   help="loss option (repeatable), e.g. --set bg_kl=false --set triplet_margin=0.3")
+    p.add_argument("--set", dest="loss_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="loss option (repeatable), e.g. --set bg_kl=false --set triplet.margin=0.3")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
 
 
 def _parse_overrides(items: list[str]) -> dict:
+    """``--set`` items as a loss mapping: ``bg_kl=false``, ``triplet.margin=0.3`` (as in params.yaml)."""
     import yaml
 
-    out = {}
+    out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected TERM=VALUE, e.g. bg_kl=false")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. bg_kl=false or triplet.margin=0.3")
+        *terms, name = key.strip().split(".")
+        node = out
+        for term in terms:
+            node = node.setdefault(term, {})
+        node[name] = yaml.safe_load(value)
     return out
 
 

@@ -1,333 +1,270 @@
 """Ranking metrics (CMC, mAP, mINP) from a query x gallery distance matrix, vectorised.
 
-Semantics (the public VI-ReID code's, see docs/evaluation.md):
+Semantics (the public VI-ReID evaluation code's; docs/evaluation.md has worked examples):
 
 * **Dropped entries.** A gallery entry is ignored for a query when both cameras are at the
-  same *location* (``locations`` maps a camera to its location; unmapped cameras are their
-  own location). SYSU-MM01: camera 3 is at camera 2's location. Entries outside the trial's
-  gallery (``trial_masks``) are ignored too.
-* **Order.** Ascending distance; ties are broken by gallery index (column), lowest first --
-  the order of a *stable* argsort of the row.
-* **AP** over all remaining entries (no de-duplication): mean over the true matches of
+  same *location* (``locations`` maps a camera to its location; an unmapped camera is its
+  own location). SYSU-MM01: camera 3 is at camera 2's location. Columns outside the
+  trial's gallery (``trial_masks``) are ignored too.
+* **Order.** Ascending distance; ties are broken by gallery column, lower first (the order
+  of a *stable* sort of the row). The public code uses NumPy's default, unstable sort, so
+  it may order exact ties differently.
+* **AP** over all remaining entries (no de-duplication): the mean over the true matches of
   ``m / rank_m``. **INP** = (number of true matches) / (rank of the hardest true match).
-* **CMC** keeps the first occurrence of every identity in rank order: the rank of a query
-  is 1 + the number of distinct wrong identities whose best entry comes before its first
-  true match. The curve has one point per distinct identity of the trial's gallery.
-* **Skipped queries**: a query with no true match among its remaining entries is left out
-  of every mean and counted.
+* **CMC** keeps the first occurrence of every identity in rank order: a query's CMC rank is
+  1 + the number of distinct wrong identities ranked before its first true match. The
+  curve has one point per identity of the trial's gallery; a query never needs more, so
+  fewer identities left after dropping entries (indoor search) is no problem.
+* **Skipped queries**: a query without a true match among its remaining entries is left
+  out of every mean and counted.
 
-No argsort of whole rows: for each query only the entries that are not farther than its
-hardest true match can influence its metrics. They are selected with one comparison pass,
-packed into sortable integer keys (row, distance bits, column) and sorted; ranks follow
-from positions. Rows are processed in blocks, so memory stays bounded.
+Algorithm: no row is sorted whole, and the trials of a protocol share the work. For one
+location group the allowed gallery columns of all trials are laid out by (identity,
+column), so each identity is a contiguous segment and a query's true matches are one
+segment. For a block of query rows:
+
+1. the true matches are gathered (a few per row); per trial, the hardest one's distance;
+2. one comparison pass keeps, for every column, the entries not farther than the hardest
+   true match of any trial holding that column -- the only ones that can affect a metric;
+3. those entries are sorted once, for all trials (packed (row, distance, column) keys);
+4. per trial, a running count of the trial's columns along that order (several trials
+   packed per 64-bit word) is the rank of each true match: AP and INP follow; the
+   identities of the trial's entries before its first true match give the CMC rank.
+
+Entries after the hardest true match are never sorted. Blocks are bounded in size (memory)
+and run on a few threads.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Mapping
 
 import numpy as np
 
-__all__ = ["SYSU_LOCATIONS", "TrialRanking", "rank_trials", "compute_metrics", "summarize"]
+from harness.evaluation.parallel import run_all
+from harness.evaluation.sortkeys import distinct, pack_keys
+
+__all__ = ["SYSU_LOCATIONS", "TrialRanking", "camera_locations", "rank_trials", "summarize", "compute_metrics"]
 
 # SYSU-MM01: camera 3 (indoor infrared) is at the location of camera 2 (indoor visible).
 SYSU_LOCATIONS: dict[int, int] = {3: 2}
 
-# Entries of the distance matrix handled per block (bounds temporary memory).
-_BLOCK_ENTRIES = 1 << 22
+# Distance entries per block of query rows (bounds the temporaries to a few MB per thread).
+_BLOCK_ENTRIES = 1 << 19
+# Trials ranked together (one bit each in a column's trial mask).
+_MAX_TRIALS = 64
 
 
 @dataclass
 class TrialRanking:
-    """Per-query results of one trial; skipped queries hold 0 / NaN."""
+    """Per-query results of one trial; skipped queries hold NaN (ap, inp) and 0 (cmc_rank)."""
 
-    valid: np.ndarray  # (Q,) bool: the query has at least one true match
-    ap: np.ndarray  # (Q,) float64, NaN where skipped
-    inp: np.ndarray  # (Q,) float64, NaN where skipped
-    cmc_rank: np.ndarray  # (Q,) int64, 1-based de-duplicated rank of the first true match; 0 where skipped
-    num_matches: np.ndarray  # (Q,) int64
-    num_identities: int  # distinct identities in this trial's gallery (length of the CMC curve)
-    extra: dict = field(default_factory=dict)
+    valid: np.ndarray  # (Q,) bool: the query has a true match among its remaining entries
+    ap: np.ndarray  # (Q,) float64
+    inp: np.ndarray  # (Q,) float64
+    cmc_rank: np.ndarray  # (Q,) int64, 1-based rank of the first true match after de-duplication
+    num_matches: np.ndarray  # (Q,) int64, true matches among the remaining entries
+    num_identities: int  # distinct identities of the trial's gallery (length of the CMC curve)
 
 
-def _as_ids(a, name: str) -> np.ndarray:
+def _as_1d(a, name: str, length: int) -> np.ndarray:
     arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.ndim != 1 or len(arr) != length:
+        raise ValueError(f"{name} must be 1-D of length {length} (the distance matrix), got shape {arr.shape}")
     return arr
 
 
-def _location_codes(q_cams, g_cams, locations: Mapping[int, int] | None):
-    """Integer location of every query and gallery camera."""
-    loc = dict(locations or {})
-
-    def convert(cams):
-        cams = np.asarray(cams).astype(np.int64)
-        out = cams.copy()
-        for cam, where in loc.items():
-            out[cams == int(cam)] = int(where)
-        return out
-
-    return convert(q_cams), convert(g_cams)
-
-
-def _sortable_uint32(values: np.ndarray) -> np.ndarray:
-    """Order-preserving map float32 -> uint32 (-0.0 is folded onto +0.0)."""
-    v = values + np.float32(0.0)  # -0.0 + 0.0 == +0.0
-    u = v.view(np.uint32)
-    flip = np.where(u >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
-    return u ^ flip
-
-
-def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None, *,
-                locations: Mapping[int, int] | None = None, trial_masks=None) -> list[TrialRanking]:
-    """Per-query AP, INP and de-duplicated CMC rank for each trial.
-
-    ``dist`` (Q, G) float32/float64; ``trial_masks`` (T, G) bool selects the gallery columns
-    of each trial (``None``: one trial with every column). Cameras are optional; without
-    them nothing is dropped.
-    """
+def _as_distance(dist) -> np.ndarray:
     dist = np.asarray(dist)
-    if dist.ndim != 2:
-        raise ValueError(f"distance matrix must be 2-D, got shape {dist.shape}")
-    if dist.dtype not in (np.float32, np.float64):
-        dist = dist.astype(np.float64)
-    if not dist.flags.c_contiguous:
-        dist = np.ascontiguousarray(dist)
-    nq, ng = dist.shape
-    q_ids = _as_ids(query_ids, "query_ids")
-    g_ids = _as_ids(gallery_ids, "gallery_ids")
-    if len(q_ids) != nq or len(g_ids) != ng:
-        raise ValueError(f"distance matrix is {dist.shape} but there are {len(q_ids)} query and "
-                         f"{len(g_ids)} gallery ids")
-    if trial_masks is None:
-        masks = np.ones((1, ng), dtype=bool)
-    else:
-        masks = np.asarray(trial_masks, dtype=bool)
-        if masks.ndim == 1:
-            masks = masks[None, :]
-        if masks.shape[1] != ng:
-            raise ValueError(f"trial masks have {masks.shape[1]} columns, the gallery has {ng}")
-    n_trials = masks.shape[0]
-    if nq == 0 or ng == 0:
-        raise ValueError(f"empty query or gallery (distance matrix {dist.shape})")
+    if dist.ndim != 2 or 0 in dist.shape:
+        raise ValueError(f"the distance matrix must be 2-D and non-empty, got shape {dist.shape}")
+    if dist.dtype != np.float32 and dist.dtype != np.float64:
+        dist = dist.astype(np.float32 if dist.dtype == np.float16 else np.float64)
     if not np.isfinite(dist).all():
         raise ValueError("the distance matrix holds NaN or infinite values")
+    return dist
 
-    # Identity labels: gallery ids -> 0..U-1, query ids -> label or -1 when absent.
-    uniq, g_lab = np.unique(g_ids, return_inverse=True)
-    g_lab = g_lab.astype(np.int64).reshape(-1)
-    n_labels = len(uniq)
-    pos = np.searchsorted(uniq, q_ids)
-    pos_clip = np.minimum(pos, n_labels - 1)
-    q_lab = np.where(uniq[pos_clip] == q_ids, pos_clip, -1).astype(np.int64)
 
-    # Location groups: rows of a group share the same set of allowed columns.
-    if query_cams is None or gallery_cams is None:
-        q_group = np.zeros(nq, dtype=np.int64)
-        allowed = np.ones((1, ng), dtype=bool)
-    else:
-        q_cams = _as_ids(query_cams, "query_cams")
-        g_cams = _as_ids(gallery_cams, "gallery_cams")
-        if len(q_cams) != nq or len(g_cams) != ng:
-            raise ValueError("camera arrays do not match the distance matrix")
-        q_loc, g_loc = _location_codes(q_cams, g_cams, locations)
-        group_locs, q_group = np.unique(q_loc, return_inverse=True)
-        q_group = q_group.reshape(-1)
-        allowed = g_loc[None, :] != group_locs[:, None]
-    any_active = masks.any(axis=0)
-    allowed = allowed & any_active[None, :]
-    needs_row_mask = not allowed.all()
-
-    # Candidate true-match columns of every query: its identity's gallery columns.
-    col_order = np.argsort(g_lab, kind="stable")
-    label_count = np.bincount(g_lab, minlength=n_labels)
-    label_start = np.cumsum(label_count) - label_count
-    width = int(label_count.max()) if n_labels else 0
-    has_lab = q_lab >= 0
-    cnt = np.where(has_lab, label_count[np.maximum(q_lab, 0)], 0)
-    offs = np.arange(width)
-    in_row = offs[None, :] < cnt[:, None]
-    flat = np.where(in_row, label_start[np.maximum(q_lab, 0)][:, None] + offs[None, :], 0)
-    pcols = np.where(in_row, col_order[flat], 0)  # (Q, width), ascending columns per row
-    pdist = np.take_along_axis(dist, pcols, axis=1)
-    pbase = in_row & allowed[q_group[:, None], pcols]
-
-    n_match = np.zeros((n_trials, nq), dtype=np.int64)
-    tmax = np.full((n_trials, nq), -np.inf, dtype=dist.dtype)
-    for t in range(n_trials):
-        ok = pbase & masks[t][pcols]
-        n_match[t] = ok.sum(axis=1)
-        if width:
-            tmax[t] = np.where(ok, pdist, -np.inf).max(axis=1)
-    tall = tmax.max(axis=0)
-    pany = pbase & any_active[pcols]  # true matches active in at least one trial
-
-    # Trials whose gallery is the whole union need no counting; the others are counted with
-    # packed per-trial counters (several trials per uint64 word).
-    full = [bool(np.array_equal(masks[t], any_active)) for t in range(n_trials)]
-    counted = [t for t in range(n_trials) if not full[t]]
-    field_bits = 16 if ng < (1 << 16) else 32
-    per_word = 64 // field_bits
-    words = []  # (trial list, column word values)
-    for w0 in range(0, len(counted), per_word):
-        group = counted[w0:w0 + per_word]
-        colword = np.zeros(ng, dtype=np.uint64)
-        for slot, t in enumerate(group):
-            colword |= masks[t].astype(np.uint64) << np.uint64(field_bits * slot)
-        words.append((group, colword))
-
-    acc = [dict(ap=np.full(nq, np.nan), inp=np.full(nq, np.nan), cmc=np.zeros(nq, dtype=np.int64))
-           for _ in range(n_trials)]
-    bits_col = max(1, int(ng - 1).bit_length())
-    use_keys = dist.dtype == np.float32 and bits_col <= 30
-    max_rows = max(1, _BLOCK_ENTRIES // ng)
-    if use_keys:
-        max_rows = min(max_rows, 1 << (31 - bits_col))
-    shift_row = np.uint64(32 + bits_col)
-    shift_val = np.uint64(bits_col)
-    col_mask = np.int64((1 << bits_col) - 1)
-
-    for r0 in range(0, nq, max_rows):
-        r1 = min(nq, r0 + max_rows)
-        nrows = r1 - r0
-        block = dist[r0:r1]
-        cand = block <= tall[r0:r1, None]
-        if needs_row_mask:
-            groups = q_group[r0:r1]
-            if groups.min() == groups.max():
-                cand &= allowed[groups[0]][None, :]
-            else:
-                cand &= allowed[groups]
-        rows, cols = np.nonzero(cand)
-        del cand
-        if rows.size == 0:
-            continue
-        # positives of the block's rows, (row, column) in row-major order
-        prow, pslot = np.nonzero(pany[r0:r1])
-        ppcol = pcols[r0 + prow, pslot]
-        if use_keys:
-            key = _pack(rows, block[rows, cols], cols, shift_row, shift_val)
-            del rows
-            key.sort()
-            pkey = _pack(prow, pdist[r0 + prow, pslot], ppcol, shift_row, shift_val)
-            pkey.sort()
-            ppos = np.searchsorted(key, pkey)
-            ppcol = (pkey.view(np.int64) & col_mask)
-            prow = (pkey >> shift_row).view(np.int64)
-            bounds = np.arange(nrows + 1, dtype=np.uint64) << shift_row
-            row_start = np.searchsorted(key, bounds)
-            cols = key.view(np.int64) & col_mask
-            del key, pkey
-        else:
-            vals = block[rows, cols]
-            order = np.lexsort((cols, vals, rows))
-            rows, cols = rows[order], cols[order]
-            del vals, order
-            ispos = g_lab[cols] == q_lab[r0 + rows]
-            ppos = np.flatnonzero(ispos)
-            prow = rows[ppos]
-            ppcol = cols[ppos]
-            row_start = np.searchsorted(rows, np.arange(nrows + 1))
-            del rows, ispos
-        counts = {}
-        for group, colword in words:
-            cum = np.cumsum(colword[cols])
-            at_p = cum[ppos]
-            before = np.where(row_start[prow] > 0, cum[np.maximum(row_start[prow] - 1, 0)], np.uint64(0))
-            diff = at_p - before
-            field_mask = np.uint64((1 << field_bits) - 1)
-            for slot, t in enumerate(group):
-                counts[t] = ((diff >> np.uint64(field_bits * slot)) & field_mask).astype(np.int64)
-            del cum
-        for t in range(n_trials):
-            if full[t]:
-                rank = ppos - row_start[prow] + 1
-                act = np.ones(ppos.size, dtype=bool)
-            else:
-                rank = counts[t]
-                act = masks[t][ppcol]
-            _trial_block(acc[t], r0, nrows, prow[act], ppos[act], rank[act], row_start, cols,
-                         masks[t], full[t], g_lab, n_labels)
-
-    out = []
-    for t in range(n_trials):
-        valid = n_match[t] > 0
-        res = acc[t]
-        num_ids = int(np.unique(g_lab[masks[t]]).size)
-        found = np.isfinite(res["ap"])
-        if not np.array_equal(found, valid):  # pragma: no cover - internal consistency
-            raise AssertionError("true matches missing from the candidate set")
-        out.append(TrialRanking(valid=valid, ap=res["ap"], inp=res["inp"], cmc_rank=res["cmc"],
-                                num_matches=n_match[t], num_identities=num_ids))
+def camera_locations(cams, locations: Mapping[int, int] | None) -> np.ndarray:
+    """The location of every camera (``locations`` maps camera -> location; others are their own)."""
+    cams = np.asarray(cams).astype(np.int64)
+    out = cams.copy()
+    for cam, where in (locations or {}).items():
+        out[cams == int(cam)] = int(where)
     return out
 
 
-def _pack(rows, vals, cols, shift_row, shift_val) -> np.ndarray:
-    """uint64 keys ordered by (row, distance, column); float32 distances."""
-    key = rows.astype(np.uint64)
-    key <<= shift_row
-    sv = _sortable_uint32(np.asarray(vals, dtype=np.float32)).astype(np.uint64)
-    sv <<= shift_val
-    key |= sv
-    key |= cols.astype(np.uint64)
-    return key
+def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None, *,
+                locations: Mapping[int, int] | None = None, trial_masks=None,
+                workers: int | None = None) -> list[TrialRanking]:
+    """Per-query AP, INP and CMC rank for each trial.
 
-
-def _trial_block(res: dict, r0: int, nrows: int, prow: np.ndarray, ppos: np.ndarray, prank: np.ndarray,
-                 row_start: np.ndarray, cols: np.ndarray, active: np.ndarray, full: bool,
-                 g_lab: np.ndarray, n_labels: int) -> None:
-    """Metrics of block rows [r0, r0 + nrows) of one trial.
-
-    ``prow``/``ppos``/``prank``: the trial's true matches in rank order within each row (block
-    row, position in the sorted candidates, 1-based rank among the trial's entries);
-    ``cols``: candidate columns sorted by (row, distance, column); ``row_start`` (nrows + 1).
+    ``dist`` (Q, G); ``trial_masks`` (T, G) bool selects the gallery columns of each trial
+    (``None``: one trial over every column). Without cameras nothing is dropped.
     """
-    if prow.size == 0:
+    dist = _as_distance(dist)
+    nq, ng = dist.shape
+    q_ids = _as_1d(query_ids, "query_ids", nq)
+    g_ids = _as_1d(gallery_ids, "gallery_ids", ng)
+    masks = np.ones((1, ng), dtype=bool) if trial_masks is None else np.atleast_2d(np.asarray(trial_masks, dtype=bool))
+    if masks.ndim != 2 or masks.shape[1] != ng:
+        raise ValueError(f"trial masks must be (trials, {ng}), got shape {masks.shape}")
+    col_bits = max(1, int(ng - 1).bit_length())
+    if col_bits > 30:
+        raise ValueError(f"gallery too large for the packed ranking keys ({ng} columns)")
+
+    uniq, g_lab = np.unique(g_ids, return_inverse=True)
+    g_lab = g_lab.reshape(-1)
+    pos = np.minimum(np.searchsorted(uniq, q_ids), len(uniq) - 1)
+    q_lab = np.where(uniq[pos] == q_ids, pos, -1)  # -1: identity absent from the gallery
+    if query_cams is None or gallery_cams is None:
+        q_group, group_locs, g_loc = np.zeros(nq, dtype=np.int64), np.zeros(1, dtype=np.int64), None
+    else:
+        q_loc = camera_locations(_as_1d(query_cams, "query_cams", nq), locations)
+        g_loc = camera_locations(_as_1d(gallery_cams, "gallery_cams", ng), locations)
+        group_locs, q_group = np.unique(q_loc, return_inverse=True)
+        q_group = q_group.reshape(-1)
+    # Queries grouped by location, so that every block of rows is a slice of the matrix.
+    row_order = np.argsort(q_group, kind="stable")
+    bounds = np.searchsorted(q_group[row_order], np.arange(len(group_locs) + 1))
+    grouped = dist if np.all(row_order[1:] > row_order[:-1]) else dist[row_order]
+
+    res = {"ap": np.full((len(masks), nq), np.nan), "inp": np.full((len(masks), nq), np.nan),
+           "cmc_rank": np.zeros((len(masks), nq), dtype=np.int64), "num_matches": np.zeros((len(masks), nq), dtype=np.int64)}
+    tasks = []
+    for t0 in range(0, len(masks), _MAX_TRIALS):
+        chunk = masks[t0:t0 + _MAX_TRIALS]
+        bits = np.zeros(ng, dtype=np.uint64)  # bit t: the column belongs to trial t0 + t
+        for t, mask in enumerate(chunk):
+            bits |= mask.astype(np.uint64) << np.uint64(t)
+        out = {k: v[t0:t0 + len(chunk)] for k, v in res.items()}
+        for gi, loc in enumerate(group_locs):
+            cols = np.flatnonzero(bits if g_loc is None else bits * (g_loc != loc))
+            if cols.size == 0:
+                continue
+            trials = _Trials(bits, len(chunk), cols, g_lab, len(uniq))
+            step = max(1, min(_BLOCK_ENTRIES // cols.size, 1 << (31 - col_bits)))
+            for r0 in range(bounds[gi], bounds[gi + 1], step):
+                r1 = min(r0 + step, bounds[gi + 1])
+                tasks.append(partial(_rank_block, grouped[r0:r1], row_order[r0:r1], trials, q_lab, g_lab, col_bits,
+                                     out))
+    run_all(tasks, workers)
+    return [TrialRanking(valid=res["num_matches"][t] > 0, ap=res["ap"][t], inp=res["inp"][t],
+                         cmc_rank=res["cmc_rank"][t], num_matches=res["num_matches"][t],
+                         num_identities=int(np.count_nonzero(np.bincount(g_lab[mask], minlength=len(uniq)))))
+            for t, mask in enumerate(masks)]
+
+
+class _Trials:
+    """Up to 64 trials seen from one location group: the allowed columns of any trial,
+    ordered by (identity, column), and packed running-count words."""
+
+    def __init__(self, bits: np.ndarray, n_trials: int, cols: np.ndarray, g_lab: np.ndarray, n_labels: int):
+        self.n = n_trials
+        self.bits = bits  # (G,) bit t set: the column belongs to trial t
+        self.cols = cols[np.argsort(g_lab[cols], kind="stable")]  # columns ascending within each identity
+        self.label_start = np.searchsorted(g_lab[self.cols], np.arange(n_labels + 1))
+        # Running counts of each trial's columns, several trials per uint64 word: fields wide
+        # enough for a row's count; trial t is field t % per_word of word t // per_word.
+        self.field = max(1, int(len(cols)).bit_length())
+        self.per_word = 64 // self.field
+        self.words = [sum(((bits >> np.uint64(t)) & np.uint64(1)) << np.uint64(self.field * (t - w0))
+                          for t in range(w0, min(w0 + self.per_word, n_trials)))
+                      for w0 in range(0, n_trials, self.per_word)]
+
+
+def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.ndarray, g_lab: np.ndarray,
+                col_bits: int, res: dict) -> None:
+    """Metrics of the queries ``rows`` (distance rows ``block``, one location group) for
+    every trial of ``trials``."""
+    sub = block.take(trials.cols, axis=1)  # (b, m), identity segments contiguous
+    b, m = sub.shape
+    lab = q_lab[rows]
+    start = trials.label_start[np.maximum(lab, 0)]
+    n = np.where(lab >= 0, trials.label_start[np.maximum(lab, 0) + 1] - start, 0)  # matches in any trial
+    has = np.flatnonzero(n)
+    if has.size == 0:
         return
-    pcount = np.bincount(prow, minlength=nrows)
-    pstart = np.cumsum(pcount) - pcount
-    m = np.arange(prow.size, dtype=np.int64) - pstart[prow] + 1
-    ap_sum = np.bincount(prow, weights=m / prank, minlength=nrows)
-    rows_with = np.flatnonzero(pcount)
-    last_rank = prank[pstart[rows_with] + pcount[rows_with] - 1]
-    # CMC: distinct identities among the trial's entries before the first true match.
-    first_pos = ppos[pstart[rows_with]]
-    lengths = first_pos - row_start[rows_with]
-    distinct = np.zeros(nrows, dtype=np.int64)
-    total = int(lengths.sum())
-    if total:
-        rr = np.repeat(rows_with, lengths)
-        offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cc = cols[np.repeat(row_start[rows_with], lengths) + offsets]
-        if not full:
-            keep = active[cc]
-            rr, cc = rr[keep], cc[keep]
-        if rr.size:
-            pair = np.unique(rr * n_labels + g_lab[cc])
-            distinct = np.bincount(pair // n_labels, minlength=nrows)
-    gr = r0 + rows_with
-    res["ap"][gr] = ap_sum[rows_with] / pcount[rows_with]
-    res["inp"][gr] = pcount[rows_with] / last_rank
-    res["cmc"][gr] = 1 + distinct[rows_with]
+    # 1. the true matches (row by row, in column order); per trial, the count and the hardest one
+    mstart = np.cumsum(n) - n
+    mrow = np.repeat(np.arange(b), n)
+    mpos = _ragged_arange(start, n)
+    mval = sub[mrow, mpos]
+    mcol = trials.cols[mpos]
+    in_trial = ((trials.bits[mcol][:, None] >> np.arange(trials.n, dtype=np.uint64)) & np.uint64(1)).astype(bool)
+    n_trial = np.zeros((b, trials.n), dtype=np.int64)
+    n_trial[has] = np.add.reduceat(in_trial, mstart[has], axis=0, dtype=np.int64)
+    last = np.full((b, trials.n), -np.inf, dtype=sub.dtype)
+    last[has] = np.maximum.reduceat(np.where(in_trial, mval[:, None], -np.inf), mstart[has], axis=0)
+    # 2. the entries that can matter: not farther than the hardest match of a trial holding the column
+    keep = sub <= last.max(axis=1)[:, None]
+    keep[mrow, mpos] = False  # the true matches are added with a flag
+    flat = np.flatnonzero(keep)
+    del keep
+    wrow = flat // m
+    values = np.concatenate([sub.reshape(-1)[flat], mval])
+    # 3. one sort for all trials, by (row, distance, column); the lowest bit flags a true match
+    key = pack_keys(np.concatenate([wrow, mrow]), values,
+                    np.concatenate([trials.cols[flat - wrow * m] << 1, (mcol << 1) | 1]), col_bits + 1,
+                    positive=bool(values.min() > 0))
+    del flat, wrow, values
+    key.sort()
+    shift = np.uint64(33 + col_bits)
+    row_start = np.searchsorted(key, np.arange(b, dtype=np.uint64) << shift)
+    ocol = ((key >> np.uint64(1)) & np.uint64((1 << col_bits) - 1)).astype(np.int64)  # columns in rank order
+    p = np.flatnonzero(key.astype(np.uint8) & 1)  # the true matches, in rank order
+    pr = (key[p] >> shift).astype(np.int64)
+    del key
+    # 4. every (true match, trial holding it) pair, ordered by (row, trial, rank): its rank is the
+    # running count of the trial's columns at its position; then AP, INP and CMC per (row, trial)
+    counts = np.stack([np.cumsum(word[ocol]) for word in trials.words])  # (words, entries)
+    pi, pt = np.nonzero(((trials.bits[ocol[p]][:, None] >> np.arange(trials.n, dtype=np.uint64)) & np.uint64(1)))
+    group = pr[pi] * trials.n + pt  # (row, trial) of the pair
+    order = np.argsort(group, kind="stable")  # stable: rank order within each group
+    group, pos, wi = group[order], p[pi[order]], pt[order] // trials.per_word
+    prev = row_start[group // trials.n] - 1
+    total = counts[wi, pos] - np.where(prev >= 0, counts[wi, np.maximum(prev, 0)], np.uint64(0))
+    shift_field = (trials.field * (pt[order] % trials.per_word)).astype(np.uint64)
+    rank = ((total >> shift_field) & np.uint64((1 << trials.field) - 1)).astype(np.int64)
+    nt = n_trial.reshape(-1)  # matches per (row, trial), index row * n_trials + trial
+    gstart = np.cumsum(nt) - nt
+    k = np.arange(rank.size) - gstart[group] + 1  # index of the match within its (row, trial)
+    valid = np.flatnonzero(nt)
+    vrow, vtrial = np.divmod(valid, trials.n)
+    res["num_matches"][:, rows] = n_trial.T
+    res["ap"][vtrial, rows[vrow]] = np.bincount(group, weights=k / rank, minlength=nt.size)[valid] / nt[valid]
+    res["inp"][vtrial, rows[vrow]] = nt[valid] / rank[gstart[valid] + nt[valid] - 1]
+    # CMC: distinct identities of the trial's entries ranked before its first true match
+    first = pos[gstart[valid]]
+    before = _ragged_arange(row_start[vrow], first - row_start[vrow])
+    bgroup = np.repeat(np.arange(valid.size), first - row_start[vrow])
+    held = ((trials.bits[ocol[before]] >> vtrial[bgroup].astype(np.uint64)) & np.uint64(1)).astype(bool)
+    pairs = distinct(bgroup[held] * len(trials.label_start) + g_lab[ocol[before[held]]])
+    res["cmc_rank"][vtrial, rows[vrow]] = 1 + np.bincount(pairs // len(trials.label_start), minlength=valid.size)
+
+
+def _ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated ranges [starts[i], starts[i] + lengths[i])."""
+    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
 
 
 def summarize(ranking: TrialRanking) -> dict:
-    """mAP, mINP (fractions) and the CMC curve (fractions, one point per gallery identity)."""
+    """mAP, mINP (fractions), the CMC curve (fractions, one point per gallery identity) and
+    the numbers of evaluated and skipped queries."""
     valid = ranking.valid
     n_valid = int(valid.sum())
     length = max(1, ranking.num_identities)
     if n_valid == 0:
         return {"mAP": float("nan"), "mINP": float("nan"), "cmc": np.full(length, np.nan),
                 "n_valid": 0, "n_skipped": int(valid.size)}
-    hist = np.bincount(ranking.cmc_rank[valid] - 1, minlength=length)[:length]
-    cmc = np.cumsum(hist) / n_valid
+    hist = np.bincount(ranking.cmc_rank[valid] - 1, minlength=length)
     return {"mAP": float(np.mean(ranking.ap[valid])), "mINP": float(np.mean(ranking.inp[valid])),
-            "cmc": cmc, "n_valid": n_valid, "n_skipped": int(valid.size - n_valid)}
+            "cmc": np.cumsum(hist) / n_valid, "n_valid": n_valid, "n_skipped": int(valid.size - n_valid)}
 
 
 def compute_metrics(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None, *,
                     locations: Mapping[int, int] | None = None) -> dict:
-    """One trial: ``{"mAP", "mINP", "cmc", "n_valid", "n_skipped"}`` (fractions in [0, 1])."""
+    """One trial over every column: :func:`summarize` of :func:`rank_trials`."""
     (ranking,) = rank_trials(dist, query_ids, gallery_ids, query_cams, gallery_cams, locations=locations)
     return summarize(ranking)

@@ -1,0 +1,231 @@
+"""Evaluation benchmark: the vectorised metrics and re-ranking against the slow per-query /
+per-row implementations of ``tests/eval_reference.py``, on the same inputs, at real
+protocol sizes, with the distance GEMM alone as the floor.
+
+* SYSU-MM01 all-search: 3803 infrared queries x 2048-d; 96 identities, 301 (identity,
+  camera) visible pairs of 10-30 images; 10 trials drawn like rand_perm_cam.mat (single-shot:
+  301 gallery images, multi-shot: 3010). Features: an identity centre plus noise, so that
+  the ranks look like a trained model's (single-shot R1 about 70 %).
+* RegDB: 2060 x 2060 (206 identities x 10 images per modality), one direction.
+* Re-ranking (k1 = 20, k2 = 6, lambda = 0.3) on the (Q + G) problem of a SYSU single-shot
+  and multi-shot trial, of RegDB, and of LLCM (8680 visible queries, 7166 near-infrared).
+
+The slow metric loop is timed on a subset of the queries and extrapolated (said in the
+output); the straightforward re-ranking runs in full. Timings are the best of --repeats.
+
+    python -m benchmarks.bench_eval --out results/bench_eval.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))  # the slow reference implementations
+
+from eval_reference import reference_metrics, reference_rerank  # noqa: E402
+
+from harness.evaluation.distance import normalize_rows, squared_euclidean  # noqa: E402
+from harness.evaluation.evaluate import evaluate_protocol_arrays  # noqa: E402
+from harness.evaluation.metrics import rank_trials, summarize  # noqa: E402
+from harness.evaluation.protocols import get_protocol  # noqa: E402
+from harness.evaluation.rerank import rerank_from_distance  # noqa: E402
+
+
+def best_of(fn, repeats: int):
+    """(best wall seconds, last result)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def identity_features(rng, ids: np.ndarray, dim: int, noise: float, shift=None) -> np.ndarray:
+    centres = rng.standard_normal((int(ids.max()) + 1, dim), dtype=np.float32)
+    feats = centres[ids] + noise * rng.standard_normal((len(ids), dim), dtype=np.float32)
+    return feats if shift is None else feats + shift
+
+
+def sysu_like(seed: int = 0, dim: int = 2048, noise: float = 4.0):
+    """Features arrays (SYSU paths) and a rand_perm_cam-like permutation table."""
+    rng = np.random.default_rng(seed)
+    n_ids, n_queries = 96, 3803
+    pairs = [(pid, cam) for pid in range(1, n_ids + 1) for cam in (1, 2, 4, 5)]
+    keep = sorted(rng.choice(len(pairs), 301, replace=False))
+    perm = {cam: [np.zeros((0, 0), dtype=np.int64)] * n_ids for cam in range(1, 7)}
+    g_ids, g_cams, g_paths = [], [], []
+    for k in keep:
+        pid, cam = pairs[k]
+        count = int(rng.integers(10, 31))
+        perm[cam] = list(perm[cam])
+        perm[cam][pid - 1] = np.stack([rng.permutation(count) + 1 for _ in range(10)])
+        g_ids += [pid] * count
+        g_cams += [cam] * count
+        g_paths += [f"cam{cam}/{pid:04d}/{i:04d}.jpg" for i in range(1, count + 1)]
+    q_ids = rng.integers(1, n_ids + 1, n_queries)
+    q_cams = rng.choice([3, 6], n_queries)
+    shift = 0.5 * rng.standard_normal(dim, dtype=np.float32)  # a modality offset
+    all_ids = np.concatenate([np.array(g_ids), q_ids])
+    feats = identity_features(rng, all_ids, dim, noise)
+    feats[len(g_ids):] += shift
+    arrays = {
+        "query_feats": feats[len(g_ids):], "query_ids": q_ids, "query_cams": q_cams,
+        "query_paths": np.array([f"cam{c}/{p:04d}/{i:04d}.jpg" for i, (p, c) in enumerate(zip(q_ids, q_cams))]),
+        "gallery_feats": feats[:len(g_ids)], "gallery_ids": np.array(g_ids), "gallery_cams": np.array(g_cams),
+        "gallery_paths": np.array(g_paths),
+    }
+    return arrays, perm
+
+
+def slow_metrics(dist, q_ids, g_ids, q_cams, g_cams, masks, subset: np.ndarray):
+    """The per-query reference on ``subset`` of the queries, every trial."""
+    return [reference_metrics(dist[subset], q_ids[subset], g_ids, q_cams[subset], g_cams, locations={3: 2},
+                              active=mask) for mask in masks]
+
+
+def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: int) -> dict:
+    protocol = get_protocol(name)
+    pool = {k: np.concatenate([arrays[f"query_{k}"], arrays[f"gallery_{k}"]]) for k in ("feats", "ids", "cams", "paths")}
+    trials = protocol.build_trials(pool["ids"], pool["cams"], pool["paths"], perm)
+    query = trials[0].query_index
+    union = np.unique(np.concatenate([t.gallery_index for t in trials]))
+    masks = np.stack([np.isin(union, t.gallery_index) for t in trials])
+    q, g = normalize_rows(pool["feats"][query]), normalize_rows(pool["feats"][union])
+    t_gemm, _ = best_of(lambda: q @ g.T, repeats)
+    t_dist, dist = best_of(lambda: squared_euclidean(q, g, device="cpu"), repeats)
+    ids_q, ids_g, cams_q, cams_g = pool["ids"][query], pool["ids"][union], pool["cams"][query], pool["cams"][union]
+    t_fast, rankings = best_of(lambda: rank_trials(dist, ids_q, ids_g, cams_q, cams_g, locations={3: 2},
+                                                   trial_masks=masks), repeats)
+    t_whole, result = best_of(lambda: evaluate_protocol_arrays(arrays, name, perm=perm, device="cpu"), repeats)
+    subset = np.random.default_rng(1).choice(len(query), min(ref_queries, len(query)), replace=False)
+    start = time.perf_counter()
+    refs = slow_metrics(dist, ids_q, ids_g, cams_q, cams_g, masks, subset)
+    t_slow = (time.perf_counter() - start) * len(query) / len(subset)
+    same = all(np.allclose(r.ap[subset], ref["ap"], rtol=0, atol=1e-9, equal_nan=True)
+               and np.array_equal(r.cmc_rank[subset], ref["cmc_rank"]) for r, ref in zip(rankings, refs))
+    s = summarize(rankings[0])
+    return {
+        "case": f"{name} metrics", "queries": len(query), "gallery_per_trial": int(masks[0].sum()),
+        "gallery_union": len(union), "trials": len(trials), "gemm_s": t_gemm, "distance_s": t_dist,
+        "metrics_s": t_fast, "slow_metrics_s": t_slow, "slow_extrapolated_from": len(subset),
+        "metrics_speedup": t_slow / t_fast, "whole_eval_s": t_whole, "whole_over_gemm": t_whole / t_gemm,
+        "equal_to_reference": bool(same), "trial0": {"r1": 100 * float(s["cmc"][0]), "mAP": 100 * s["mAP"],
+                                                     "mINP": 100 * s["mINP"]}, "result_r1": result["r1"],
+    }
+
+
+def bench_regdb(repeats: int, dim: int = 2048) -> dict:
+    rng = np.random.default_rng(2)
+    ids = np.repeat(np.arange(206), 10)
+    vis = identity_features(rng, ids, dim, 4.0)
+    ir = vis + 2.0 * rng.standard_normal(vis.shape, dtype=np.float32)
+    arrays = {"query_feats": ir, "query_ids": ids, "query_cams": np.full(len(ids), 3),
+              "query_paths": np.array([f"Thermal/{i}.bmp" for i in range(len(ids))]),
+              "gallery_feats": vis, "gallery_ids": ids, "gallery_cams": np.full(len(ids), 2),
+              "gallery_paths": np.array([f"Visible/{i}.bmp" for i in range(len(ids))])}
+    t_gemm, _ = best_of(lambda: ir @ vis.T, repeats)
+    t_dist, dist = best_of(lambda: squared_euclidean(ir, vis, device="cpu"), repeats)
+    t_fast, (ranking,) = best_of(lambda: rank_trials(dist, ids, ids), repeats)
+    t_whole, result = best_of(lambda: evaluate_protocol_arrays(arrays, "regdb/i2v", device="cpu"), repeats)
+    start = time.perf_counter()
+    ref = reference_metrics(dist, ids, ids)
+    t_slow = time.perf_counter() - start
+    same = np.allclose(ranking.ap, ref["ap"], rtol=0, atol=1e-9) and np.array_equal(ranking.cmc_rank, ref["cmc_rank"])
+    return {"case": "regdb/i2v metrics", "queries": len(ids), "gallery_per_trial": len(ids), "gallery_union": len(ids),
+            "trials": 1, "gemm_s": t_gemm, "distance_s": t_dist, "metrics_s": t_fast, "slow_metrics_s": t_slow,
+            "slow_extrapolated_from": len(ids), "metrics_speedup": t_slow / t_fast, "whole_eval_s": t_whole,
+            "whole_over_gemm": t_whole / t_gemm, "equal_to_reference": bool(same),
+            "trial0": {"r1": result["r1"], "mAP": result["mAP"], "mINP": result["mINP"]}}
+
+
+def bench_rerank(label: str, nq: int, ng: int, repeats: int, run_slow: bool, dim: int = 2048) -> dict:
+    rng = np.random.default_rng(nq + ng)
+    ids = rng.integers(0, max(2, (nq + ng) // 20), nq + ng)
+    feats = identity_features(rng, ids, dim, 4.0)
+    t_gemm, _ = best_of(lambda: feats @ feats.T, repeats)
+    t_dist, dist = best_of(lambda: squared_euclidean(feats, None, device="cpu"), repeats)
+    t_fast, fast = best_of(lambda: rerank_from_distance(dist, nq), repeats)
+    tracemalloc.start()
+    rerank_from_distance(dist, nq)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    row = {"case": f"re-ranking {label}", "queries": nq, "gallery": ng, "n": nq + ng, "gemm_s": t_gemm,
+           "distance_s": t_dist, "rerank_s": t_fast, "total_s": t_dist + t_fast,
+           "rerank_over_gemm": t_fast / t_gemm, "total_over_gemm": (t_dist + t_fast) / t_gemm,
+           "peak_extra_bytes": int(peak), "distance_matrix_bytes": int(dist.nbytes)}
+    if run_slow:
+        start = time.perf_counter()
+        slow = reference_rerank(dist, nq)
+        row["slow_s"] = time.perf_counter() - start
+        row["speedup"] = row["slow_s"] / t_fast
+        row["bit_identical"] = bool(np.array_equal(fast, slow))
+        row["float16_identical"] = bool(np.array_equal(fast.astype(np.float16), slow.astype(np.float16)))
+        a, b = rank_trials(fast, ids[:nq], ids[nq:])[0], rank_trials(slow, ids[:nq], ids[nq:])[0]
+        row["same_ranking_metrics"] = bool(np.array_equal(a.ap, b.ap, equal_nan=True)
+                                           and np.array_equal(a.cmc_rank, b.cmc_rank))
+    return row
+
+
+def markdown(rows: list[dict], reranks: list[dict]) -> str:
+    lines = ["| metrics case | Q x G (trials) | GEMM | vectorised metrics | slow per-query loop | speed-up | "
+             "whole evaluation | whole / GEMM | equal |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        extrap = "" if r["slow_extrapolated_from"] == r["queries"] else f" (from {r['slow_extrapolated_from']} queries)"
+        lines.append(f"| {r['case']} | {r['queries']} x {r['gallery_per_trial']} ({r['trials']}; union "
+                     f"{r['gallery_union']}) | {r['gemm_s']:.3f} s | {r['metrics_s']:.3f} s | "
+                     f"{r['slow_metrics_s']:.2f} s{extrap} | {r['metrics_speedup']:.1f}x | {r['whole_eval_s']:.3f} s | "
+                     f"{r['whole_over_gemm']:.2f}x | {r['equal_to_reference']} |")
+    lines += ["", "| re-ranking case | N = Q + G | N x N GEMM | distance | re-ranking | total / GEMM | "
+                  "re-ranking / GEMM | straightforward | speed-up | bit-identical (float16) | peak extra memory |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in reranks:
+        slow = f"{r['slow_s']:.1f} s" if "slow_s" in r else "not run"
+        speed = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
+        ident = f"{r['bit_identical']} ({r['float16_identical']})" if "bit_identical" in r else "-"
+        lines.append(f"| {r['case']} | {r['queries']} + {r['gallery']} | {r['gemm_s']:.2f} s | {r['distance_s']:.2f} s | "
+                     f"{r['rerank_s']:.2f} s | {r['total_over_gemm']:.2f}x | {r['rerank_over_gemm']:.2f}x | {slow} | "
+                     f"{speed} | {ident} | {r['peak_extra_bytes'] / 2**30:.2f} GiB |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--repeats", type=int, default=3, help="timings: best of this many runs")
+    parser.add_argument("--ref-queries", type=int, default=400, help="queries the slow SYSU loop runs on")
+    parser.add_argument("--skip-slow-llcm", action="store_true", help="do not run the straightforward LLCM re-ranking")
+    args = parser.parse_args(argv)
+
+    info = {"machine": platform.machine(), "processor": platform.processor(), "cpus": len(os.sched_getaffinity(0)),
+            "numpy": np.__version__, "load_before": os.getloadavg()}
+    arrays, perm = sysu_like()
+    rows = [bench_sysu(name, arrays, perm, args.ref_queries, args.repeats)
+            for name in ("sysu/all/single", "sysu/all/multi")]
+    rows.append(bench_regdb(args.repeats))
+    reranks = [bench_rerank("SYSU single-shot trial", 3803, 301, args.repeats, True),
+               bench_rerank("SYSU multi-shot trial", 3803, 3010, args.repeats, True),
+               bench_rerank("RegDB", 2060, 2060, args.repeats, True),
+               bench_rerank("LLCM v2i", 8680, 7166, 1, not args.skip_slow_llcm)]
+    info["load_after"] = os.getloadavg()
+    table = markdown(rows, reranks)
+    print(table)
+    print(f"\nmachine: {info}; slow SYSU metric loop timed on {args.ref_queries} queries and extrapolated")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"info": info, "metrics": rows, "rerank": reranks, "table": table},
+                                             indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,131 @@
+"""SYSU-MM01 as its authors ship it.
+
+Layout: ``cam1 .. cam6/<pid, 4 digits>/<image, 4 digits>.jpg``; ``exp/train_id.txt``,
+``exp/val_id.txt``, ``exp/test_id.txt`` each hold one line of comma-separated ids;
+``exp/rand_perm_cam.mat`` is the gallery permutation of the official evaluation.
+
+As in the public IDKL code (data/dataset.py): the training split is train_id + val_id,
+the test split is test_id; images of persons in no list are ignored; cameras 3 and 6 are
+infrared, 1, 2, 4, 5 visible; the camera column is the real camera number. A listed
+person without images is reported as a warning. For every test person the permutation
+file must name exactly the images on disk of the gallery cameras (the test protocol draws
+its gallery from it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from datasets.errors import DatasetError
+from datasets.layout import Layout, check_disjoint, require_dir, require_file
+from datasets.schema import INFRARED, VISIBLE
+from datasets.sysu_perm import read_rand_perm_cam
+
+CAMERAS = (1, 2, 3, 4, 5, 6)
+INFRARED_CAMERAS = (3, 6)
+GALLERY_CAMERAS = (1, 2, 4, 5)
+ID_FILES = {"train": "exp/train_id.txt", "val": "exp/val_id.txt", "test": "exp/test_id.txt"}
+PERM_FILE = "exp/rand_perm_cam.mat"
+
+__all__ = ["read", "read_id_list", "image_path", "CAMERAS", "INFRARED_CAMERAS", "ID_FILES", "PERM_FILE"]
+
+
+def image_path(cam: int, pid: int, number: int) -> str:
+    return f"cam{cam}/{pid:04d}/{number:04d}.jpg"
+
+
+def read_id_list(path: Path) -> list[int]:
+    """One line of comma-separated person ids (a trailing newline or comma is tolerated)."""
+    require_file(path, "one line of comma-separated person ids")
+    lines = [ln for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    if len(lines) != 1:
+        raise DatasetError(f"{path}: expected exactly one line of comma-separated person ids, "
+                           f"found {len(lines)} non-empty lines")
+    tokens = [t.strip() for t in lines[0].strip().rstrip(",").split(",")]
+    ids = []
+    for token in tokens:
+        if not token.isdigit():
+            raise DatasetError(f"{path}: {token!r} is not a person id; expected comma-separated integers")
+        ids.append(int(token))
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise DatasetError(f"{path}: person ids listed twice: {dup[:10]}")
+    return ids
+
+
+def _scan_camera(root: Path, cam: int) -> list[tuple[int, int]]:
+    """(pid, image number) of every ``camC/PPPP/IIII.jpg``; hidden and non-jpg files are ignored."""
+    folder = require_dir(root / f"cam{cam}", f"camera folder cam{cam}/ of SYSU-MM01")
+    found = []
+    for person in sorted(folder.iterdir()):
+        if person.name.startswith("."):
+            continue
+        if not person.is_dir():
+            continue
+        if not (person.name.isdigit() and len(person.name) == 4):
+            raise DatasetError(f"{person}: expected person folders named by a 4-digit id in cam{cam}/")
+        for image in sorted(person.iterdir()):
+            if image.suffix.lower() != ".jpg" or image.name.startswith("."):
+                continue
+            if not (image.stem.isdigit() and len(image.stem) == 4 and image.suffix == ".jpg"):
+                raise DatasetError(f"{image}: expected images named by a 4-digit number (e.g. 0001.jpg)")
+            found.append((int(person.name), int(image.stem)))
+    return found
+
+
+def _check_permutation(root: Path, table: pd.DataFrame, test_ids: list[int]) -> None:
+    perm = read_rand_perm_cam(root / PERM_FILE)
+    where = root / PERM_FILE
+    on_disk = {key: set(group["number"]) for key, group in table.groupby(["cam", "pid"])}
+    for cam in GALLERY_CAMERAS:
+        persons = perm[cam]
+        for pid in test_ids:
+            disk = on_disk.get((cam, pid), set())
+            if pid > len(persons):
+                if disk:
+                    raise DatasetError(f"{where}: camera {cam} lists {len(persons)} persons; expected an entry "
+                                       f"for test person {pid}")
+                continue
+            arr = persons[pid - 1]
+            listed = set(arr[0].tolist()) if arr.size else set()
+            if listed != disk:
+                extra = sorted(listed - disk)
+                missing = sorted(disk - listed)
+                detail = (f"it names {image_path(cam, pid, extra[0])}, which does not exist" if extra else
+                          f"it lacks {image_path(cam, pid, missing[0])}")
+                raise DatasetError(f"{where}: the permutation of test person {pid} in camera {cam} does not "
+                                   f"match the images on disk ({detail})")
+            rows = np.sort(arr, axis=1) if arr.size else arr
+            if arr.size and not np.all(rows == rows[:1]):
+                raise DatasetError(f"{where}: the trials of test person {pid} in camera {cam} are not "
+                                   "permutations of the same images")
+
+
+def read(root, split: int = 1) -> Layout:
+    root = Path(root)
+    require_dir(root, "the SYSU-MM01 root (cam1..cam6/, exp/)")
+    require_dir(root / "exp", "exp/ with train_id.txt, val_id.txt, test_id.txt, rand_perm_cam.mat")
+    lists = {name: read_id_list(root / rel) for name, rel in ID_FILES.items()}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        check_disjoint(lists[a], lists[b], str(root / ID_FILES[a]), str(root / ID_FILES[b]))
+    require_file(root / PERM_FILE, "the official gallery permutation exp/rand_perm_cam.mat")
+    rows = [(cam, pid, number) for cam in CAMERAS for pid, number in _scan_camera(root, cam)]
+    table = pd.DataFrame(rows, columns=["cam", "pid", "number"]).astype("int64")
+    split_of = {pid: "train" for pid in lists["train"] + lists["val"]}
+    split_of.update({pid: "test" for pid in lists["test"]})
+    table = table[table["pid"].isin(split_of)]
+    warnings = []
+    without = sorted(set(split_of) - set(table["pid"]))
+    if without:
+        warnings.append(f"{len(without)} listed person(s) have no image in cam1..cam6: {without[:20]}")
+    _check_permutation(root, table, lists["test"])
+    records = pd.DataFrame({
+        "path": [image_path(c, p, n) for c, p, n in table[["cam", "pid", "number"]].itertuples(index=False)],
+        "pid": table["pid"].to_numpy(),
+        "cam": table["cam"].to_numpy(),
+        "modality": np.where(table["cam"].isin(INFRARED_CAMERAS), INFRARED, VISIBLE),
+        "split": table["pid"].map(split_of).to_numpy(),
+    })
+    return Layout(records, [*ID_FILES.values(), PERM_FILE], warnings)

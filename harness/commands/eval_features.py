@@ -1,0 +1,51 @@
+"""`vireid eval-features`: evaluate a features file (.npz) under one named protocol.
+
+Prints a table; ``--json OUT`` also writes the full result dict (docs/evaluation.md).
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from harness.evaluation.protocols import protocol_names
+
+    p = subparsers.add_parser("eval-features", help="evaluate a features file (.npz) under a protocol")
+    p.add_argument("file", help="features .npz (query_/gallery_ feats, ids, cams, paths)")
+    p.add_argument("--protocol", required=True, choices=protocol_names(), metavar="NAME",
+                   help="one of: " + ", ".join(protocol_names()))
+    p.add_argument("--trials", type=int, nargs="+", default=None, metavar="T",
+                   help="trial indices (default: every trial of the protocol; SYSU-MM01 has 0..9)")
+    p.add_argument("--perm", default=None, metavar="PATH",
+                   help="SYSU-MM01 permutation file (the dataset's exp/rand_perm_cam.mat); required for sysu/*")
+    p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (off by default)")
+    p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
+    p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+    p.add_argument("--device", default="auto", help="distance computation: auto (CUDA if available), cpu, cuda")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the result as JSON")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.evaluation.evaluate import evaluate_protocol_arrays, format_results
+    from harness.evaluation.features_file import load_features
+    from harness.evaluation.protocols import ProtocolError, get_protocol
+    from harness.io import atomic_write_json
+
+    protocol = get_protocol(args.protocol)
+    if protocol.needs_perm and args.perm is None:
+        raise ProtocolError(f"{protocol.name} draws its galleries from the official permutation file: "
+                            "pass --perm PATH (the dataset's exp/rand_perm_cam.mat)")
+    arrays = load_features(args.file)
+    try:
+        result = evaluate_protocol_arrays(arrays, protocol.name, trials=args.trials, rerank=args.rerank,
+                                          k1=args.k1, k2=args.k2, lam=args.lam, perm=args.perm, device=args.device)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{args.file}: {exc}") from None
+    print(format_results([result]), end="")
+    if args.json_out:
+        atomic_write_json(args.json_out, result)
+        print(f"wrote {args.json_out}")
+    return 0

@@ -1,0 +1,193 @@
+"""The evaluation API of the trainer and the CLI: features -> result dicts -> a table.
+
+A result dict (docs/ARCHITECTURE.md, docs/evaluation.md) carries the protocol, direction,
+trial list, re-ranking setting, distance and dataset fingerprint next to the metrics
+(percentages): the mean over trials of mAP, mINP and R1/R5/R10/R20, the CMC curve, per-trial
+values with the numbers of queries and skipped queries, and the standard deviation over
+trials.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from harness.evaluation.distance import squared_euclidean, to_numpy
+from harness.evaluation.features_file import validate_arrays
+from harness.evaluation.metrics import TrialRanking, camera_locations, rank_trials, summarize
+from harness.evaluation.protocols import DATASET_RULES, Protocol, ProtocolError, distance_name, get_protocol
+from harness.evaluation.rerank import rerank_from_distance
+
+__all__ = ["evaluate_protocol_arrays", "evaluate_cross_modal", "format_results", "PERM_FILE"]
+
+# The official SYSU-MM01 gallery permutations, relative to the dataset root.
+PERM_FILE = Path("exp") / "rand_perm_cam.mat"
+RANKS = (1, 5, 10, 20)
+METRICS = ("mAP", "mINP", "r1", "r5", "r10", "r20")
+
+
+def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_root=None,
+                             trials: Sequence[int] | None = None, rerank: bool = False, k1: int = 20, k2: int = 6,
+                             lam: float = 0.3, dataset_fingerprint: str | None = None, perm=None,
+                             device: str | None = "auto") -> dict[str, Any]:
+    """Evaluate the features ``arrays`` (the features-file keys) under protocol ``name``.
+
+    The query and gallery tables together are the pool the protocol picks from by camera.
+    SYSU-MM01 protocols need the permutation file: ``perm`` (a path, or what
+    ``datasets.sysu_perm.read_rand_perm_cam`` returns), else ``<data_root>/exp/rand_perm_cam.mat``.
+    Without ``dataset_fingerprint`` the result is stamped with a hash of the pool's ids,
+    cameras and paths. Re-ranking is off unless ``rerank``.
+    """
+    protocol = get_protocol(name)
+    arrays = validate_arrays(arrays)
+    pool = {k: np.concatenate([arrays[f"query_{k}"], arrays[f"gallery_{k}"]]) for k in ("ids", "cams", "paths")}
+    table = _perm_table(protocol, perm, data_root) if protocol.needs_perm else None
+    trial_sets = protocol.build_trials(pool["ids"], pool["cams"], pool["paths"], table, trials)
+    query = trial_sets[0].query_index
+    # queries of one location next to each other: the metrics then need no copy of the rows
+    query = query[np.argsort(camera_locations(pool["cams"][query], protocol.locations), kind="stable")]
+    in_trial = np.zeros((len(trial_sets), len(pool["ids"])), dtype=bool)
+    for row, t in zip(in_trial, trial_sets):
+        row[t.gallery_index] = True
+    union = np.flatnonzero(in_trial.any(axis=0))  # one distance matrix serves every trial
+    masks = in_trial[:, union]
+    q_feats, g_feats = _pool_rows(arrays, query), _pool_rows(arrays, union)
+    if rerank:
+        dist_all = squared_euclidean(np.concatenate([q_feats, g_feats]), None, normalize=protocol.normalize,
+                                     device=device)
+        rankings = [_rerank_trial(dist_all, mask, pool, query, union, protocol, k1, k2, lam) for mask in masks]
+    else:
+        dist = squared_euclidean(q_feats, g_feats, normalize=protocol.normalize, device=device)
+        rankings = rank_trials(dist, pool["ids"][query], pool["ids"][union], pool["cams"][query],
+                               pool["cams"][union], locations=protocol.locations, trial_masks=masks)
+    result = {
+        "protocol": protocol.name, "direction": protocol.direction, "trials": [t.trial for t in trial_sets],
+        "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam)},
+        "distance": protocol.distance,
+        "dataset_fingerprint": dataset_fingerprint or _pool_fingerprint(pool),
+    }
+    result.update(_aggregate(protocol.name, [t.trial for t in trial_sets], rankings))
+    return result
+
+
+def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray) -> np.ndarray:
+    """Feature rows ``index`` of the pool (the query table, then the gallery table), copied once."""
+    nq = len(arrays["query_feats"])
+    out = np.empty((len(index), arrays["query_feats"].shape[1]), dtype=np.float32)
+    in_query = index < nq
+    out[in_query] = arrays["query_feats"][index[in_query]]
+    out[~in_query] = arrays["gallery_feats"][index[~in_query] - nq]
+    return out
+
+
+def _perm_table(protocol: Protocol, perm, data_root):
+    from datasets.sysu_perm import read_rand_perm_cam
+
+    if isinstance(perm, Mapping):
+        return perm
+    if perm is None:
+        if data_root is None:
+            raise ProtocolError(f"{protocol.name} draws its galleries from the official permutation file: "
+                                f"pass perm=PATH or data_root (which holds {PERM_FILE})")
+        perm = Path(data_root) / PERM_FILE
+    return read_rand_perm_cam(perm)
+
+
+def _rerank_trial(dist_all: np.ndarray, mask: np.ndarray, pool: dict, query: np.ndarray, union: np.ndarray,
+                  protocol: Protocol, k1: int, k2: int, lam: float) -> TrialRanking:
+    """Re-rank queries + this trial's gallery (as the public code, per trial) and rank."""
+    nq = len(query)
+    if not mask.all():
+        keep = np.concatenate([np.arange(nq), nq + np.flatnonzero(mask)])
+        dist_all = dist_all[np.ix_(keep, keep)]
+    gallery = union[mask]
+    dist = rerank_from_distance(dist_all, nq, k1=k1, k2=k2, lam=lam)
+    (ranking,) = rank_trials(dist, pool["ids"][query], pool["ids"][gallery], pool["cams"][query],
+                             pool["cams"][gallery], locations=protocol.locations)
+    return ranking
+
+
+def _pool_fingerprint(pool: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in ("ids", "cams"):
+        digest.update(np.ascontiguousarray(pool[key], dtype="<i8").tobytes())
+    digest.update("\n".join(pool["paths"].tolist()).encode("utf-8"))
+    return "pool-sha256:" + digest.hexdigest()[:16]
+
+
+def _curve_at(cmc: np.ndarray, rank: int) -> float:
+    """CMC at ``rank``; a gallery with fewer identities reads the last point (100 %)."""
+    return float(cmc[min(rank, len(cmc)) - 1])
+
+
+def _trial_metrics(summary: dict) -> dict[str, float]:
+    out = {"mAP": 100 * summary["mAP"], "mINP": 100 * summary["mINP"]}
+    out.update({f"r{r}": 100 * _curve_at(summary["cmc"], r) for r in RANKS})
+    return out
+
+
+def _aggregate(name: str, trial_ids: list[int], rankings: list[TrialRanking]) -> dict[str, Any]:
+    """Means over trials, the mean CMC curve, per-trial values and the std over trials."""
+    per_trial, curves = [], []
+    for trial, ranking in zip(trial_ids, rankings):
+        summary = summarize(ranking)
+        if summary["n_valid"] == 0:
+            raise ProtocolError(f"{name}, trial {trial}: none of the {summary['n_skipped']} queries has a true "
+                                "match in the gallery (do the query and gallery identities overlap?)")
+        curves.append(100 * summary["cmc"])
+        per_trial.append({"trial": trial, **_trial_metrics(summary), "n_queries": int(ranking.valid.size),
+                          "n_queries_skipped": summary["n_skipped"]})
+    length = max(len(c) for c in curves)
+    cmc = np.mean([np.pad(c, (0, length - len(c)), mode="edge") for c in curves], axis=0)
+    values = {m: np.array([row[m] for row in per_trial]) for m in METRICS}
+    out: dict[str, Any] = {m: float(v.mean()) for m, v in values.items()}
+    out["cmc"] = [float(v) for v in cmc]
+    out["per_trial"] = per_trial
+    out["std"] = {m: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()}
+    out["n_queries"] = per_trial[0]["n_queries"]
+    out["n_queries_skipped"] = max(row["n_queries_skipped"] for row in per_trial)
+    return out
+
+
+def evaluate_cross_modal(query_feats, query_ids, query_cams, gallery_feats, gallery_ids, gallery_cams,
+                         dataset: str = "sysu") -> dict[str, Any]:
+    """Validation on held-out training identities: every image, one trial, infrared queries
+    against the visible gallery, with the dataset's distance and same-location rule.
+
+    Returns mAP, mINP, r1, r5, r10, r20, cmc (percentages), distance, n_queries and
+    n_queries_skipped.
+    """
+    if dataset not in DATASET_RULES:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASET_RULES)}")
+    rules = DATASET_RULES[dataset]
+    dist = squared_euclidean(to_numpy(query_feats), to_numpy(gallery_feats), normalize=rules["normalize"])
+    (ranking,) = rank_trials(dist, to_numpy(query_ids), to_numpy(gallery_ids), to_numpy(query_cams),
+                             to_numpy(gallery_cams), locations=rules["locations"])
+    out = _aggregate(f"{dataset} validation", [0], [ranking])
+    return {"distance": distance_name(rules["normalize"]), **{k: out[k] for k in (*METRICS, "cmc", "n_queries",
+                                                                                    "n_queries_skipped")}}
+
+
+def _cell(res: Mapping[str, Any], metric: str) -> str:
+    std = res.get("std", {}).get(metric, 0.0)
+    return f"{res[metric]:.2f}" + (f" ± {std:.2f}" if len(res.get("trials", [])) > 1 else "")
+
+
+def format_results(results: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table: one row per result (mean ± std over trials)."""
+    header = ["protocol", "re-ranking", "trials", "R1", "R5", "R10", "R20", "mAP", "mINP", "skipped"]
+    rows = []
+    for res in results:
+        rr = res["rerank"]
+        rerank = f"on (k1={rr['k1']}, k2={rr['k2']}, lambda={rr['lambda']})" if rr["enabled"] else "off"
+        trials = res.get("trials", [])
+        rows.append([res["protocol"], rerank, str(len(trials)),
+                     *(_cell(res, m) for m in ("r1", "r5", "r10", "r20", "mAP", "mINP")),
+                     f"{res.get('n_queries_skipped', 0)}/{res.get('n_queries', '?')}"])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    note = "values in %, mean ± sample std over trials; skipped: queries without a true match (most in a trial)"
+    return "\n".join(lines + [note]) + "\n"

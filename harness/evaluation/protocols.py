@@ -1,0 +1,216 @@
+"""Named evaluation protocols: candidate table (ids, cams, paths) -> per-trial index sets.
+
+A protocol picks its queries and its gallery from one *pool* of test images (the query and
+gallery tables of a features file together) by camera, then draws its trials:
+
+==================== ========================= ================================ ======
+name                 query                     gallery                          trials
+==================== ========================= ================================ ======
+sysu/all/single      infrared cams 3, 6        visible cams 1, 2, 4, 5, 1 shot  10
+sysu/all/multi       infrared cams 3, 6        visible cams 1, 2, 4, 5, 10 shots 10
+sysu/indoor/single   infrared cams 3, 6        visible cams 1, 2, 1 shot        10
+sysu/indoor/multi    infrared cams 3, 6        visible cams 1, 2, 10 shots      10
+regdb/v2i, llcm/v2i  visible (cam 2)           infrared (cam 3)                 1
+regdb/i2v, llcm/i2v  infrared (cam 3)          visible (cam 2)                  1
+==================== ========================= ================================ ======
+
+SYSU-MM01 trials follow the official ``exp/rand_perm_cam.mat``: for each gallery camera and
+each identity of the gallery, the first ``num_shots`` image numbers of row ``trial``.
+Every protocol also declares its distance (SYSU: squared Euclidean on L2-normalised
+features; RegDB and LLCM: squared Euclidean on the raw features, as the public code) and
+its same-location rule (SYSU: camera 3 is at camera 2's location).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["Protocol", "Trial", "PROTOCOLS", "DATASET_RULES", "get_protocol", "protocol_names", "distance_name",
+           "parse_sysu_path", "ProtocolError"]
+
+
+class ProtocolError(ValueError):
+    """The candidate table does not fit the protocol (a user error)."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    trial: int
+    query_index: np.ndarray  # int64 indices into the pool
+    gallery_index: np.ndarray
+
+
+_SYSU_NAME = re.compile(r"(?:^|/)cam([1-6])/(\d{4})/(\d{4})(?:\.[^/.\n]*)?$", re.MULTILINE)
+
+
+def parse_sysu_path(path: str) -> tuple[int, int, int] | None:
+    """``[...]/camC/PPPP/IIII[.jpg]`` -> (cam, pid, image number); None when it does not match."""
+    m = _SYSU_NAME.search(str(path).replace("\\", "/"))
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    dataset: str
+    direction: str  # "i2v" (infrared queries) or "v2i"
+    query_cams: tuple[int, ...]
+    gallery_cams: tuple[int, ...]
+    known_cams: tuple[int, ...]
+    normalize: bool  # L2-normalise features before the squared Euclidean distance
+    locations: Mapping[int, int] = field(default_factory=dict)
+    num_shots: int | None = None  # SYSU only
+    num_trials: int = 1
+    needs_perm: bool = False
+    description: str = ""
+
+    @property
+    def distance(self) -> str:
+        return distance_name(self.normalize)
+
+    def default_trials(self) -> list[int]:
+        return list(range(self.num_trials))
+
+    def check_trials(self, trials: Sequence[int] | None) -> list[int]:
+        if trials is None:
+            return self.default_trials()
+        out = [int(t) for t in trials]
+        if not out:
+            raise ProtocolError(f"{self.name}: the trial list is empty")
+        if len(set(out)) != len(out):
+            raise ProtocolError(f"{self.name}: repeated trials in {out}")
+        bad = [t for t in out if t < 0 or t >= self.num_trials]
+        if bad:
+            raise ProtocolError(f"{self.name}: trials must be in 0..{self.num_trials - 1}, got {bad}")
+        return out
+
+    # ------------------------------------------------------------------ index sets
+    def build_trials(self, ids, cams, paths=None, perm=None, trials: Sequence[int] | None = None) -> list[Trial]:
+        ids = np.asarray(ids).astype(np.int64)
+        cams = np.asarray(cams).astype(np.int64)
+        if ids.shape != cams.shape or ids.ndim != 1:
+            raise ProtocolError(f"{self.name}: ids and cams must be 1-D of the same length")
+        unknown = sorted(set(np.unique(cams).tolist()) - set(self.known_cams))
+        if unknown:
+            raise ProtocolError(f"{self.name}: unexpected camera ids {unknown}; {self.dataset} cameras are "
+                                f"{list(self.known_cams)}")
+        trial_list = self.check_trials(trials)
+        query = np.flatnonzero(np.isin(cams, self.query_cams))
+        gallery = np.flatnonzero(np.isin(cams, self.gallery_cams))
+        if query.size == 0:
+            raise ProtocolError(f"{self.name}: no query image (cameras {list(self.query_cams)}) among the "
+                                "features")
+        if gallery.size == 0:
+            raise ProtocolError(f"{self.name}: no gallery image (cameras {list(self.gallery_cams)}) among "
+                                "the features")
+        if not self.needs_perm:
+            return [Trial(t, query, gallery) for t in trial_list]
+        return self._sysu_trials(ids, cams, paths, perm, trial_list, query, gallery)
+
+    def _sysu_trials(self, ids, cams, paths, perm, trial_list, query, gallery) -> list[Trial]:
+        """Trials drawn with the official permutations, matched to the gallery by image key."""
+        from datasets.errors import DatasetError
+        from datasets.sysu_perm import gallery_keys, image_keys
+
+        if perm is None:
+            raise ProtocolError(f"{self.name} draws its gallery with the official permutation file "
+                                "exp/rand_perm_cam.mat: pass it (--perm PATH or the dataset root)")
+        if paths is None or len(paths) != len(ids):
+            raise ProtocolError(f"{self.name}: one image path per image is needed to match the permutation file")
+        g_paths = [str(p).replace("\\", "/") for p in np.asarray(paths)[gallery]]
+        found = _SYSU_NAME.findall("\n".join(g_paths))
+        if len(found) != len(g_paths):  # name the first path that does not parse
+            bad = next(p for p in g_paths if parse_sysu_path(p) is None)
+            raise ProtocolError(f"{self.name}: gallery path {bad!r} is not of the form camC/PPPP/IIII.jpg")
+        p_cam, p_pid, p_num = np.array(found, dtype=np.int64).reshape(-1, 3).T
+        wrong = np.flatnonzero((p_cam != cams[gallery]) | (p_pid != ids[gallery]))
+        if wrong.size:
+            i = wrong[0]
+            raise ProtocolError(f"{self.name}: path {g_paths[i]!r} says camera {p_cam[i]}, person {p_pid[i]} but "
+                                f"the table says camera {cams[gallery][i]}, person {ids[gallery][i]}")
+        keys = image_keys(p_cam, p_pid, p_num)
+        present = np.sort(keys)
+        twice = present[1:][present[1:] == present[:-1]]
+        if twice.size:
+            raise ProtocolError(f"{self.name}: gallery image {g_paths[int(np.flatnonzero(keys == twice[0])[0])]!r} "
+                                "appears twice")
+        try:  # every image the file knows in these cameras: row 0 of each permutation
+            known = np.concatenate([gallery_keys(perm, [c], range(1, len(perm.get(c, [])) + 1))[:1].reshape(-1)
+                                    for c in self.gallery_cams])
+        except DatasetError as exc:
+            raise ProtocolError(f"{self.name}: {exc}") from None
+        unknown = np.flatnonzero(~np.isin(keys, known))
+        if unknown.size:
+            i = unknown[0]
+            raise ProtocolError(f"{self.name}: gallery image {g_paths[i]!r} is unknown to the permutation file "
+                                f"(it lists no image {p_num[i]} of person {p_pid[i]} in camera {p_cam[i]})")
+        try:
+            drawn = gallery_keys(perm, self.gallery_cams, np.unique(ids[gallery]), self.num_shots)
+        except DatasetError as exc:
+            raise ProtocolError(f"{self.name}: {exc}") from None
+        out = []
+        for t in trial_list:
+            if t >= len(drawn):
+                raise ProtocolError(f"{self.name}: the permutation file has {len(drawn)} trials; trial {t} requested")
+            missing = drawn[t][~np.isin(drawn[t], present)]
+            if missing.size:
+                cam, rest = divmod(int(missing[0]), 10 ** 8)
+                raise ProtocolError(f"{self.name}: trial {t}: the permutation file names {missing.size} image(s) "
+                                    f"absent from the gallery, e.g. cam{cam}/{rest // 10_000:04d}/{rest % 10_000:04d}")
+            out.append(Trial(t, query, gallery[np.isin(keys, drawn[t])]))
+        return out
+
+
+# Distance and same-location rule per dataset, as the public code: SYSU-MM01 features are
+# L2-normalised and camera 3 shares camera 2's location; RegDB and LLCM use raw features.
+DATASET_RULES: dict[str, dict] = {
+    "sysu": {"normalize": True, "locations": {3: 2}},
+    "regdb": {"normalize": False, "locations": {}},
+    "llcm": {"normalize": False, "locations": {}},
+}
+
+
+def distance_name(normalize: bool) -> str:
+    """The ``distance`` stamp of a result."""
+    return "squared_euclidean_l2normalized" if normalize else "squared_euclidean"
+
+
+def _sysu(mode: str, shots: str) -> Protocol:
+    cams = (1, 2) if mode == "indoor" else (1, 2, 4, 5)
+    n = 1 if shots == "single" else 10
+    return Protocol(
+        name=f"sysu/{mode}/{shots}", dataset="sysu", direction="i2v", query_cams=(3, 6), gallery_cams=cams,
+        known_cams=(1, 2, 3, 4, 5, 6), **DATASET_RULES["sysu"], num_shots=n, num_trials=10, needs_perm=True,
+        description=f"SYSU-MM01 {mode}-search {shots}-shot: infrared queries (cams 3, 6) against "
+                    f"{n} visible image(s) per identity and camera {list(cams)}, 10 trials")
+
+
+def _cross(dataset: str, direction: str) -> Protocol:
+    q, g = ((2,), (3,)) if direction == "v2i" else ((3,), (2,))
+    label = "visible to infrared" if direction == "v2i" else "infrared to visible"
+    return Protocol(
+        name=f"{dataset}/{direction}", dataset=dataset, direction=direction, query_cams=q, gallery_cams=g,
+        known_cams=(2, 3), **DATASET_RULES[dataset], num_trials=1,
+        description=f"{dataset.upper() if dataset != 'regdb' else 'RegDB'} {label}: all test images of the split")
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p for p in (
+        _sysu("all", "single"), _sysu("all", "multi"), _sysu("indoor", "single"), _sysu("indoor", "multi"),
+        _cross("regdb", "v2i"), _cross("regdb", "i2v"), _cross("llcm", "v2i"), _cross("llcm", "i2v"))
+}
+
+def protocol_names() -> list[str]:
+    return list(PROTOCOLS)
+
+
+def get_protocol(name: str | Protocol) -> Protocol:
+    if isinstance(name, Protocol):
+        return name
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ProtocolError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None

@@ -1,0 +1,86 @@
+"""k-reciprocal re-ranking: the vectorised version equals the per-row formulation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import harness.evaluation.rerank as rerank
+from eval_reference import reference_metrics, reference_rerank
+from harness.evaluation.distance import squared_euclidean
+from harness.evaluation.rerank import k_reciprocal_rerank, rerank_from_distance, stable_topk
+
+
+def _features(rng, n, dim, n_ids, rounded=False):
+    ids = rng.integers(0, n_ids, n)
+    feats = rng.standard_normal((n_ids, dim))[ids] + 0.8 * rng.standard_normal((n, dim))
+    return (np.round(feats) if rounded else feats).astype(np.float32), ids
+
+
+def _assert_same(fast, slow, q_ids, g_ids):
+    # bit-identical; hence equal in float16 and with identical ranking metrics
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(fast.astype(np.float16), slow.astype(np.float16))
+    a, b = reference_metrics(fast, q_ids, g_ids), reference_metrics(slow, q_ids, g_ids)
+    np.testing.assert_array_equal(a["cmc_rank"], b["cmc_rank"])
+    np.testing.assert_array_equal(a["ap"], b["ap"])
+
+
+@pytest.mark.parametrize("nq,ng,k1,k2,rounded", [
+    (40, 60, 20, 6, False),  # the defaults
+    (120, 150, 20, 6, False),
+    (50, 70, 5, 3, True),  # many tied distances
+    (30, 45, 20, 1, False),  # no query expansion
+    (25, 20, 30, 6, False),  # k1 + 1 > N / 2
+])
+def test_equals_reference(nq, ng, k1, k2, rounded):
+    rng = np.random.default_rng(nq * 1000 + ng)
+    feats, ids = _features(rng, nq + ng, 6, 12, rounded)
+    dist = squared_euclidean(feats, None, device="cpu")
+    fast = rerank_from_distance(dist, nq, k1=k1, k2=k2, lam=0.3)
+    _assert_same(fast, reference_rerank(dist, nq, k1=k1, k2=k2, lam=0.3), ids[:nq], ids[nq:])
+
+
+def test_chunked_path_equals_reference(monkeypatch):
+    # tiny blocks: many row blocks, query blocks and neighbour-set blocks on two threads
+    monkeypatch.setattr(rerank, "_BLOCK_ENTRIES", 300)
+    monkeypatch.setattr(rerank, "_ROW_BLOCK", 7)
+    monkeypatch.setattr(rerank, "_QUERY_BLOCK", 5)
+    rng = np.random.default_rng(3)
+    feats, ids = _features(rng, 180, 8, 15)
+    dist = squared_euclidean(feats, None, device="cpu")
+    fast = rerank_from_distance(dist, 80, workers=2)
+    _assert_same(fast, reference_rerank(dist, 80), ids[:80], ids[80:])
+
+
+def test_float64_distances_and_features_entry_point():
+    rng = np.random.default_rng(5)
+    feats, ids = _features(rng, 90, 5, 10)
+    dist = squared_euclidean(feats, None, normalize=True, dtype="float64", device="cpu")
+    _assert_same(rerank_from_distance(dist, 40), reference_rerank(dist, 40), ids[:40], ids[40:])
+    via_feats = k_reciprocal_rerank(feats[:40], feats[40:], normalize=True, device="cpu")
+    dist32 = squared_euclidean(feats, None, normalize=True, device="cpu")
+    np.testing.assert_array_equal(via_feats, rerank_from_distance(dist32, 40))
+
+
+def test_stable_topk_equals_stable_argsort():
+    rng = np.random.default_rng(11)
+    dist = rng.integers(0, 5, (300, 400)).astype(np.float32)  # heavy ties
+    dist[:, ::7] = -0.0
+    for k in (1, 21, 400):
+        np.testing.assert_array_equal(stable_topk(dist, k), np.argsort(dist, axis=1, kind="stable")[:, :k])
+
+
+def test_bad_arguments():
+    dist = np.zeros((4, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="num_query"):
+        rerank_from_distance(dist, 4)
+    with pytest.raises(ValueError, match="square"):
+        rerank_from_distance(np.zeros((3, 4)), 1)
+    with pytest.raises(ValueError, match="k1 and k2"):
+        rerank_from_distance(dist, 2, k1=0)
+    with pytest.raises(ValueError, match="lambda"):
+        rerank_from_distance(dist, 2, lam=1.5)
+    bad = np.ones((4, 4), dtype=np.float32)
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        rerank_from_distance(bad, 2)

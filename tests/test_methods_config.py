@@ -1,0 +1,101 @@
+"""The methods registry, loss-config validation (flat and nested forms, profiles, the errors the
+harness shows), and `vireid describe-model`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import cli
+from harness.schema import ConfigError
+from test_methods_losses import one_thread  # noqa: F401 (autouse fixture)
+from methods import IDKL_ONLY_TERMS, list_methods, profile_defaults, resolve_loss_config, validate_loss_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_registered_methods():
+    assert list_methods() == ["agw", "baseline", "idkl"]
+    with pytest.raises(ValueError, match="unknown method 'idk'; known methods: agw, baseline, idkl"):
+        resolve_loss_config("idk")
+
+
+def test_flat_and_nested_forms_are_the_same_config():
+    nested = {"triplet": {"enabled": True, "weight": 2.0, "margin": 0.5, "specific": False},
+              "bg_kl": {"enabled": False}, "distalign": False, "kl_batch_rule": "small"}
+    flat = {"triplet": True, "triplet_weight": 2, "triplet_margin": 0.5, "triplet_specific": False,
+            "bg_kl": False, "distalign": False, "kl_batch_rule": "small"}
+    assert resolve_loss_config("idkl", nested) == resolve_loss_config("idkl", flat)
+
+
+def test_code_profile_defaults_are_the_public_code():
+    code = profile_defaults("code")
+    assert all(code[t] for t in ("id", "triplet", *IDKL_ONLY_TERMS))
+    assert (code["triplet_margin"], code["ip_weight"], code["kl_large_batch"], code["kl_batch_rule"]) == (1.3, 0.1, 120,
+                                                                                                          "exact")
+    assert (code["bg_kl_inter_large"], code["bg_kl_inter_small"], code["sm_kl_inter_large"],
+            code["sm_kl_inter_small"], code["distalign_inter_large"], code["distalign_scale_small"]) == (
+        0.8, 0.3, 0.8, 0.3, 0.6, 0.1)
+    paper = profile_defaults("paper")
+    assert {k for k in code if code[k] != paper[k]} == {"kl_batch_rule"} and paper["kl_batch_rule"] == "large"
+
+
+def test_params_yaml_loss_block_is_the_code_profile():
+    """The lead's params.yaml spells out the `code` profile; it must resolve to exactly the defaults."""
+    loss = yaml.safe_load((REPO / "params.yaml").read_text())["loss"]
+    assert resolve_loss_config("idkl", loss) == resolve_loss_config("idkl", None)
+
+
+@pytest.mark.parametrize("method, loss, message", [
+    ("idkl", {"tripplet": {"enabled": True}}, "loss.tripplet: not a loss term"),
+    ("idkl", {"triplet": {"margn": 1.0}}, "unknown key loss.triplet.margn; allowed keys under loss.triplet: "
+                                          "enabled, weight, margin, specific"),
+    ("idkl", {"ip_weigth": 1.0}, "unknown key loss.ip_weigth"),
+    ("idkl", {"bg_kl": {"weight": -1}}, "loss.bg_kl.weight: expected a value >= 0.0"),
+    ("idkl", {"sm_kl": {"enabled": "yes"}}, r"loss.sm_kl.enabled: expected bool"),
+    ("idkl", {"kl_batch_rule": "always"}, "loss.kl_batch_rule: expected one of 'exact' | 'large' | 'small'"),
+    ("idkl", {"ip": {"entropy": False, "centroid": False}}, "loss.ip: enabled, but both"),
+    ("idkl", {t: False for t in ("id", "triplet", *IDKL_ONLY_TERMS)}, "loss: every loss term is off"),
+    ("baseline", {"bg_kl": {"enabled": True}}, "loss.bg_kl.enabled: the baseline is IDKL with every IDKL term off"),
+    ("agw", {"triplet": {"margin": 0.3}}, "unknown key loss.triplet.margin"),
+    ("agw", {"id": False, "triplet": False}, "loss: every loss term is off"),
+])
+def test_validation_errors_name_the_key(method, loss, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_loss_config(method, loss, path="loss")
+
+
+def test_experiment_overlays_validate():
+    """Each experiment's loss block, as the harness composes it, is valid for its method."""
+    from harness.config import load_params
+
+    for name in ("baseline", "idkl-decompose", "idkl-decompose-ip", "idkl-no-distalign", "idkl", "agw"):
+        if (REPO / "experiments" / f"{name}.yaml").is_file():
+            params = load_params(experiment=name)
+            validate_loss_config(params.model.method, params.loss, profile=params.model.profile)
+
+
+def _cli_json(capsys, *args: str) -> dict:
+    assert cli.main(["describe-model", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_describe_model_cli(capsys):
+    info = _cli_json(capsys, "--method", "idkl", "--backbone", "resnet50", "--num-classes", "395")
+    assert info["trainable_params"] == 49_485_988 == sum(info["parts"].values())
+    assert info["loss_terms"] == ["id", "triplet", "specific_id", "modality", "pseudo_modality", "ip", "bg_kl",
+                                  "sm_kl", "distalign"]
+    base = _cli_json(capsys, "--method", "baseline", "--backbone", "resnet50", "--num-classes", "395")
+    assert set(base["parts"]) == {"front", "shared_back", "bn_necks", "identity_heads"}
+    tiny = _cli_json(capsys, "--method", "idkl", "--backbone", "tiny", "--num-classes", "10")
+    off = _cli_json(capsys, "--method", "idkl", "--backbone", "tiny", "--num-classes", "10", "--set", "ip=false")
+    assert "ip" not in off["loss_terms"]
+    no_entropy = _cli_json(capsys, "--method", "idkl", "--backbone", "tiny", "--num-classes", "10",
+                           "--set", "ip.entropy=false")
+    assert tiny["parts"]["identity_heads"] - no_entropy["parts"]["identity_heads"] == 128 * 10  # the IP classifier
+    assert cli.main(["describe-model", "--method", "agw", "--backbone", "resnet18", "--num-classes", "10"]) == 0
+    table = capsys.readouterr().out
+    assert "non_local" in table and "total" in table
+    assert cli.main(["describe-model", "--method", "nope", "--num-classes", "10"]) == 2
