@@ -6,7 +6,8 @@ protocol sizes, with the distance GEMM alone as the floor.
   camera) visible pairs of 10-30 images; 10 trials drawn like rand_perm_cam.mat (single-shot:
   301 gallery images, multi-shot: 3010). Features: an identity centre plus noise, so that
   the ranks look like a trained model's (single-shot R1 about 70 %).
-* RegDB: 2060 x 2060 (206 identities x 10 images per modality), one direction.
+* RegDB: 2060 x 2060 (206 identities x 10 images per modality), one direction, features
+  that rank like a strong model's.
 * Re-ranking (k1 = 20, k2 = 6, lambda = 0.3) on the (Q + G) problem of a SYSU single-shot
   and multi-shot trial, of RegDB, and of LLCM (8680 visible queries, 7166 near-infrared).
 
@@ -41,7 +42,8 @@ from harness.evaluation.rerank import rerank_from_distance  # noqa: E402
 
 
 def best_of(fn, repeats: int):
-    """(best wall seconds, last result)."""
+    """(best wall seconds, last result). The minimum is the figure least disturbed by other
+    processes on a shared machine."""
     best, result = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
@@ -95,7 +97,8 @@ def slow_metrics(dist, q_ids, g_ids, q_cams, g_cams, masks, subset: np.ndarray):
 
 def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: int) -> dict:
     protocol = get_protocol(name)
-    pool = {k: np.concatenate([arrays[f"query_{k}"], arrays[f"gallery_{k}"]]) for k in ("feats", "ids", "cams", "paths")}
+    pool = {k: np.concatenate([arrays[f"query_{k}"], arrays[f"gallery_{k}"]])
+            for k in ("feats", "ids", "cams", "paths")}
     trials = protocol.build_trials(pool["ids"], pool["cams"], pool["paths"], perm)
     query = trials[0].query_index
     union = np.unique(np.concatenate([t.gallery_index for t in trials]))
@@ -125,10 +128,13 @@ def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: i
 
 
 def bench_regdb(repeats: int, dim: int = 2048) -> dict:
+    """RegDB-like features (noise 2.8: R1 ~100 %, mAP ~90 %, mINP ~60 %, as strong models)."""
     rng = np.random.default_rng(2)
     ids = np.repeat(np.arange(206), 10)
-    vis = identity_features(rng, ids, dim, 4.0)
-    ir = vis + 2.0 * rng.standard_normal(vis.shape, dtype=np.float32)
+    centres = rng.standard_normal((206, dim), dtype=np.float32)
+    shift = 0.5 * rng.standard_normal(dim, dtype=np.float32)
+    vis = centres[ids] + 2.8 * rng.standard_normal((len(ids), dim), dtype=np.float32)
+    ir = centres[ids] + shift + 2.8 * rng.standard_normal((len(ids), dim), dtype=np.float32)
     arrays = {"query_feats": ir, "query_ids": ids, "query_cams": np.full(len(ids), 3),
               "query_paths": np.array([f"Thermal/{i}.bmp" for i in range(len(ids))]),
               "gallery_feats": vis, "gallery_ids": ids, "gallery_cams": np.full(len(ids), 2),
@@ -192,9 +198,10 @@ def markdown(rows: list[dict], reranks: list[dict]) -> str:
         slow = f"{r['slow_s']:.1f} s" if "slow_s" in r else "not run"
         speed = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
         ident = f"{r['bit_identical']} ({r['float16_identical']})" if "bit_identical" in r else "-"
-        lines.append(f"| {r['case']} | {r['queries']} + {r['gallery']} | {r['gemm_s']:.2f} s | {r['distance_s']:.2f} s | "
-                     f"{r['rerank_s']:.2f} s | {r['total_over_gemm']:.2f}x | {r['rerank_over_gemm']:.2f}x | {slow} | "
-                     f"{speed} | {ident} | {r['peak_extra_bytes'] / 2**30:.2f} GiB |")
+        lines.append(f"| {r['case']} | {r['queries']} + {r['gallery']} | {r['gemm_s']:.2f} s | "
+                     f"{r['distance_s']:.2f} s | {r['rerank_s']:.2f} s | {r['total_over_gemm']:.2f}x | "
+                     f"{r['rerank_over_gemm']:.2f}x | {slow} | {speed} | {ident} | "
+                     f"{r['peak_extra_bytes'] / 2**30:.2f} GiB |")
     return "\n".join(lines)
 
 

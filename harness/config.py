@@ -291,15 +291,21 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+# A dataset overlay names the data and may carry that dataset's training recipe (the paper's
+# backbone, image size, schedule), so switching `study.datasets` is one parameter change.
+DATASET_OVERLAY_KEYS = {"data", "model", "train", "eval"}
+
+
 def dataset_overlay(name: str) -> dict[str, Any]:
-    """`experiments/data/<name>.yaml`: a `data:` block naming one dataset (synthetic or real)."""
+    """`experiments/data/<name>.yaml`: a `data:` block naming one dataset (+ its recipe)."""
     path = EXPERIMENTS_DIR / "data" / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (EXPERIMENTS_DIR / "data").glob("*.yaml")))
         raise ConfigError(f"unknown dataset {name!r}: no {path}; known datasets: {known}")
     overlay = read_yaml(path)
-    if set(overlay) != {"data"}:
-        raise ConfigError(f"{path}: expected exactly one top-level key 'data', got {sorted(overlay)}")
+    if "data" not in overlay or not set(overlay) <= DATASET_OVERLAY_KEYS:
+        raise ConfigError(f"{path}: expected a 'data' block and optionally the dataset's recipe in "
+                          f"{sorted(DATASET_OVERLAY_KEYS - {'data'})}; got {sorted(overlay)}")
     return overlay
 
 

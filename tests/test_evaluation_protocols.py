@@ -39,7 +39,8 @@ def _sysu_reference(arrays, perms, name, trial, rerank=False):
     L2-normalised features (or the re-ranked trial matrix), per-query loop."""
     cams, shots = SYSU[name]
     gal = sysu_trial_gallery(arrays, perms, cams, trial, shots)
-    q, g = normalize_rows(arrays["query_feats"].astype(np.float64)), normalize_rows(arrays["gallery_feats"][gal].astype(np.float64))
+    q = normalize_rows(arrays["query_feats"].astype(np.float64))
+    g = normalize_rows(arrays["gallery_feats"][gal].astype(np.float64))
     if rerank:
         # the documented procedure: one (Q + union) float32 distance matrix, the trial's block re-ranked
         union = np.unique(np.concatenate([sysu_trial_gallery(arrays, perms, cams, t, shots) for t in range(10)]))
@@ -212,8 +213,8 @@ def test_validation_api_matches_reference():
     q_cams = np.where(np.arange(len(q)) % 2, 3, 6)  # SYSU-like infrared cameras
     g_cams = np.where(np.arange(len(g)) % 3, 1, 2)
     res = evaluate_cross_modal(q, arrays["query_ids"], q_cams, g, arrays["gallery_ids"], g_cams, dataset="sysu")
-    ref = reference_metrics(reference_sqdist(normalize_rows(q.astype(np.float64)), normalize_rows(g.astype(np.float64))),
-                            arrays["query_ids"], arrays["gallery_ids"], q_cams, g_cams, locations={3: 2})
+    dist = reference_sqdist(normalize_rows(q.astype(np.float64)), normalize_rows(g.astype(np.float64)))
+    ref = reference_metrics(dist, arrays["query_ids"], arrays["gallery_ids"], q_cams, g_cams, locations={3: 2})
     for key, value in _percent(ref).items():
         assert res[key] == pytest.approx(value, abs=1e-9)
     assert res["n_queries_skipped"] == ref["n_skipped"] and len(res["cmc"]) == len(ref["cmc"])

@@ -46,8 +46,8 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
     table = _perm_table(protocol, perm, data_root) if protocol.needs_perm else None
     trial_sets = protocol.build_trials(pool["ids"], pool["cams"], pool["paths"], table, trials)
     query = trial_sets[0].query_index
-    # queries of one location next to each other: the metrics then need no copy of the rows
-    query = query[np.argsort(camera_locations(pool["cams"][query], protocol.locations), kind="stable")]
+    if not rerank:  # queries of one location next to each other: the metrics then copy no rows
+        query = query[np.argsort(camera_locations(pool["cams"][query], protocol.locations), kind="stable")]
     in_trial = np.zeros((len(trial_sets), len(pool["ids"])), dtype=bool)
     for row, t in zip(in_trial, trial_sets):
         row[t.gallery_index] = True

@@ -24,8 +24,8 @@ column), so each identity is a contiguous segment and a query's true matches are
 segment. For a block of query rows:
 
 1. the true matches are gathered (a few per row); per trial, the hardest one's distance;
-2. one comparison pass keeps, for every column, the entries not farther than the hardest
-   true match of any trial holding that column -- the only ones that can affect a metric;
+2. one comparison pass keeps the entries not farther than the hardest true match of any
+   trial -- the only ones that can affect a metric;
 3. those entries are sorted once, for all trials (packed (row, distance, column) keys);
 4. per trial, a running count of the trial's columns along that order (several trials
    packed per 64-bit word) is the rank of each true match: AP and INP follow; the
@@ -130,8 +130,9 @@ def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None
     bounds = np.searchsorted(q_group[row_order], np.arange(len(group_locs) + 1))
     grouped = dist if np.all(row_order[1:] > row_order[:-1]) else dist[row_order]
 
-    res = {"ap": np.full((len(masks), nq), np.nan), "inp": np.full((len(masks), nq), np.nan),
-           "cmc_rank": np.zeros((len(masks), nq), dtype=np.int64), "num_matches": np.zeros((len(masks), nq), dtype=np.int64)}
+    shape = (len(masks), nq)
+    res = {"ap": np.full(shape, np.nan), "inp": np.full(shape, np.nan), "cmc_rank": np.zeros(shape, dtype=np.int64),
+           "num_matches": np.zeros(shape, dtype=np.int64)}
     tasks = []
     for t0 in range(0, len(masks), _MAX_TRIALS):
         chunk = masks[t0:t0 + _MAX_TRIALS]
@@ -197,7 +198,7 @@ def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.
     n_trial[has] = np.add.reduceat(in_trial, mstart[has], axis=0, dtype=np.int64)
     last = np.full((b, trials.n), -np.inf, dtype=sub.dtype)
     last[has] = np.maximum.reduceat(np.where(in_trial, mval[:, None], -np.inf), mstart[has], axis=0)
-    # 2. the entries that can matter: not farther than the hardest match of a trial holding the column
+    # 2. the entries that can matter: not farther than the hardest true match of any trial
     keep = sub <= last.max(axis=1)[:, None]
     keep[mrow, mpos] = False  # the true matches are added with a flag
     flat = np.flatnonzero(keep)

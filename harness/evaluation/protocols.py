@@ -3,16 +3,16 @@
 A protocol picks its queries and its gallery from one *pool* of test images (the query and
 gallery tables of a features file together) by camera, then draws its trials:
 
-==================== ========================= ================================ ======
-name                 query                     gallery                          trials
-==================== ========================= ================================ ======
-sysu/all/single      infrared cams 3, 6        visible cams 1, 2, 4, 5, 1 shot  10
-sysu/all/multi       infrared cams 3, 6        visible cams 1, 2, 4, 5, 10 shots 10
-sysu/indoor/single   infrared cams 3, 6        visible cams 1, 2, 1 shot        10
-sysu/indoor/multi    infrared cams 3, 6        visible cams 1, 2, 10 shots      10
-regdb/v2i, llcm/v2i  visible (cam 2)           infrared (cam 3)                 1
-regdb/i2v, llcm/i2v  infrared (cam 3)          visible (cam 2)                  1
-==================== ========================= ================================ ======
+==================== ==================== =========================== ================= ======
+name                 query                gallery                     per identity/cam  trials
+==================== ==================== =========================== ================= ======
+sysu/all/single      infrared cams 3, 6   visible cams 1, 2, 4, 5     1 image           10
+sysu/all/multi       infrared cams 3, 6   visible cams 1, 2, 4, 5     10 images         10
+sysu/indoor/single   infrared cams 3, 6   visible cams 1, 2           1 image           10
+sysu/indoor/multi    infrared cams 3, 6   visible cams 1, 2           10 images         10
+regdb/v2i, llcm/v2i  visible (cam 2)      infrared (cam 3)            all               1
+regdb/i2v, llcm/i2v  infrared (cam 3)     visible (cam 2)             all               1
+==================== ==================== =========================== ================= ======
 
 SYSU-MM01 trials follow the official ``exp/rand_perm_cam.mat``: for each gallery camera and
 each identity of the gallery, the first ``num_shots`` image numbers of row ``trial``.
@@ -33,7 +33,7 @@ __all__ = ["Protocol", "Trial", "PROTOCOLS", "DATASET_RULES", "get_protocol", "p
 
 
 class ProtocolError(ValueError):
-    """The candidate table does not fit the protocol (a user error)."""
+    """The features (or the permutation file) do not fit the protocol: a user error."""
 
 
 @dataclass(frozen=True)
@@ -65,18 +65,15 @@ class Protocol:
     num_shots: int | None = None  # SYSU only
     num_trials: int = 1
     needs_perm: bool = False
-    description: str = ""
 
     @property
     def distance(self) -> str:
         return distance_name(self.normalize)
 
-    def default_trials(self) -> list[int]:
-        return list(range(self.num_trials))
-
     def check_trials(self, trials: Sequence[int] | None) -> list[int]:
+        """The requested trials (default: all), validated."""
         if trials is None:
-            return self.default_trials()
+            return list(range(self.num_trials))
         out = [int(t) for t in trials]
         if not out:
             raise ProtocolError(f"{self.name}: the trial list is empty")
@@ -183,18 +180,13 @@ def _sysu(mode: str, shots: str) -> Protocol:
     n = 1 if shots == "single" else 10
     return Protocol(
         name=f"sysu/{mode}/{shots}", dataset="sysu", direction="i2v", query_cams=(3, 6), gallery_cams=cams,
-        known_cams=(1, 2, 3, 4, 5, 6), **DATASET_RULES["sysu"], num_shots=n, num_trials=10, needs_perm=True,
-        description=f"SYSU-MM01 {mode}-search {shots}-shot: infrared queries (cams 3, 6) against "
-                    f"{n} visible image(s) per identity and camera {list(cams)}, 10 trials")
+        known_cams=(1, 2, 3, 4, 5, 6), **DATASET_RULES["sysu"], num_shots=n, num_trials=10, needs_perm=True)
 
 
 def _cross(dataset: str, direction: str) -> Protocol:
     q, g = ((2,), (3,)) if direction == "v2i" else ((3,), (2,))
-    label = "visible to infrared" if direction == "v2i" else "infrared to visible"
-    return Protocol(
-        name=f"{dataset}/{direction}", dataset=dataset, direction=direction, query_cams=q, gallery_cams=g,
-        known_cams=(2, 3), **DATASET_RULES[dataset], num_trials=1,
-        description=f"{dataset.upper() if dataset != 'regdb' else 'RegDB'} {label}: all test images of the split")
+    return Protocol(name=f"{dataset}/{direction}", dataset=dataset, direction=direction, query_cams=q, gallery_cams=g,
+                    known_cams=(2, 3), **DATASET_RULES[dataset], num_trials=1)
 
 
 PROTOCOLS: dict[str, Protocol] = {

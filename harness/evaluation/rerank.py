@@ -47,6 +47,9 @@ _BLOCK_ENTRIES = 1 << 22
 _ROW_BLOCK = 2048
 # Queries per block of the Jaccard accumulation.
 _QUERY_BLOCK = 512
+# Elements per torch float16 addition: below torch's parallel grain size (32768), so that
+# torch never starts its own threads under ours (and never waits on a busy machine).
+_TORCH_CHUNK = 32768
 
 
 def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lam: float = 0.3, *,
@@ -69,9 +72,9 @@ def rerank_from_distance(dist_all, num_query: int, k1: int = 20, k2: int = 6, la
     dist_all = np.ascontiguousarray(dist_all)
     if dist_all.dtype not in (np.float32, np.float64):
         dist_all = dist_all.astype(np.float32)
-    n = dist_all.shape[0]
-    if dist_all.ndim != 2 or dist_all.shape[1] != n:
+    if dist_all.ndim != 2 or dist_all.shape[0] != dist_all.shape[1]:
         raise ValueError(f"expected a square (N, N) distance matrix, got {dist_all.shape}")
+    n = dist_all.shape[0]
     if not 0 < num_query < n:
         raise ValueError(f"num_query must be in 1..{n - 1}, got {num_query}")
     k1, k2 = int(k1), int(k2)
@@ -114,7 +117,7 @@ def _nearest_block(dist: np.ndarray, r0: int, r1: int, k: int, rank: np.ndarray,
         raise ValueError("the distance matrix holds NaN or infinite values")
     top = block.max(axis=1)
     rowmax[r0:r1] = np.where(top > 0, top, 1)
-    stride = max(1, min(16, m // (4 * k)))
+    stride = max(1, min(8, m // (4 * k)))
     sample = block[:, ::stride]
     tau = np.partition(sample, k - 1, axis=1)[:, k - 1] if stride > 1 else top
     flat = np.flatnonzero(block <= tau[:, None])
@@ -270,8 +273,11 @@ def _final_block(q0: int, q1: int, dist_all, rowmax, nq, ptr, cols, vals, cptr, 
             continue
         src = np.repeat(cptr[k] - (np.cumsum(lens, dtype=crow.dtype) - lens), lens) + np.arange(total, dtype=crow.dtype)
         tgt = np.repeat(qbase[:na], lens) + crow[src]
-        add = np.minimum(np.repeat(vals[e], lens), cval[src]).view(np.float16)
-        temp[tgt] = torch.from_numpy(temp[tgt]).add_(torch.from_numpy(add)).numpy()
+        cur = torch.from_numpy(temp[tgt])
+        add = torch.from_numpy(np.minimum(np.repeat(vals[e], lens), cval[src]).view(np.float16))
+        for c0 in range(0, total, _TORCH_CHUNK):  # chunks below torch's grain size run inline, unthreaded
+            cur[c0:c0 + _TORCH_CHUNK].add_(add[c0:c0 + _TORCH_CHUNK])
+        temp[tgt] = cur.numpy()
     final = table[temp.view(np.uint16)].reshape(q1 - q0, ng)
     od = dist_all[q0:q1, nq:] / rowmax[q0:q1, None]
     final += od.astype(np.float32, copy=False) * lam

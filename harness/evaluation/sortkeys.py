@@ -1,10 +1,10 @@
 """Packed uint64 sort keys (row, distance, low bits): one plain sort orders many rows at once.
 
 Sorting packed integers is several times faster than ``np.lexsort`` or an argsort, and the
-payload (a column, a flag) comes back inside the key. (Distinct values are found by sorting
-here too: NumPy 2's hash-based ``np.unique`` is tens of times slower on wide-ranged int64.) Distances are encoded by uint32 codes
-that keep their order and equalities, so ties fall back to the low bits (the column):
-the order of a stable sort of each row.
+payload (a column, a flag) comes back inside the key. Distances are encoded by uint32 codes
+that keep their order and equalities, so ties fall back to the low bits (the column): the
+order of a stable sort of each row. Distinct values are found by sorting too: NumPy 2's
+hash-based ``np.unique`` is tens of times slower on wide-ranged int64.
 """
 from __future__ import annotations
 
