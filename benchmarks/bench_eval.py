@@ -14,7 +14,7 @@ protocol sizes, with the distance GEMM alone as the floor.
 The slow metric loop is timed on a subset of the queries and extrapolated (said in the
 output); the straightforward re-ranking runs in full. Timings are the best of --repeats.
 
-    python -m benchmarks.bench_eval --out results/bench_eval.json
+    python -m benchmarks.bench_eval --out benchmarks/results/bench_eval.json
 """
 from __future__ import annotations
 

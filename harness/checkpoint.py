@@ -66,7 +66,10 @@ def load_checkpoint(path: str | Path, method: str | None = None, num_classes: in
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, random bytes
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        # torch's own message runs over many lines; its first line says what went wrong.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt, or holding objects other "
+                              f"than tensors and plain values; {type(exc).__name__}: {reason})") from None
     if not isinstance(state, dict) or "model" not in state or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a vireid-bench checkpoint (expected format_version {FORMAT_VERSION})")
     if method is not None and state.get("method") != method:

@@ -119,6 +119,7 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     from datasets.transforms import EvalTransform, TrainAugment
     from harness import tracking
     from harness.data import TrainBatches, extract_features, load_prepared, split_identities
+    from harness.evaluation.features_file import save_features
     from harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
     from harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
 
@@ -203,7 +204,7 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
         if not is_main:
             return {}
         arrays = features_arrays(data, fq, fg, q_idx, g_idx)
-        atomic_save(run_dir / "features.npz", lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
+        save_features(run_dir / "features.npz", arrays)
         results = evaluate_arrays(arrays, params.protocols(), data.root, params.eval.rerank,
                                   params.eval.rerank_params, data.fingerprint, params.eval.trials)
         run_info = {

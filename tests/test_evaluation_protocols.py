@@ -242,3 +242,23 @@ def test_registry():
     p = get_protocol("sysu/indoor/multi")
     assert (p.query_cams, p.gallery_cams, p.num_shots, p.num_trials, p.locations) == ((3, 6), (1, 2), 10, 10, {3: 2})
     assert get_protocol("llcm/v2i").query_cams == (2,) and get_protocol("regdb/i2v").gallery_cams == (2,)
+
+
+def test_table_order_does_not_matter(sysu):
+    root, arrays, _ = sysu
+    cams = arrays["query_cams"]
+    # queries shuffled so that cameras 3 and 6 interleave, with a camera-3 query first and a
+    # camera-6 query last; gallery shuffled too
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(cams))
+    first, last = order[cams[order] == 3][0], order[cams[order] == 6][-1]
+    order = np.concatenate([[first], order[(order != first) & (order != last)], [last]])
+    assert cams[order[0]] == 3 and cams[order[-1]] == 6 and sorted(order.tolist()) == list(range(len(cams)))
+    shuffled = {k: (v[order] if k.startswith("query") else v) for k, v in arrays.items()}
+    g = rng.permutation(len(arrays["gallery_ids"]))
+    shuffled.update({k: v[g] for k, v in arrays.items() if k.startswith("gallery")})
+    for name in ("sysu/all/single", "sysu/indoor/multi"):
+        a = evaluate_protocol_arrays(arrays, name, data_root=root, dataset_fingerprint="x")
+        b = evaluate_protocol_arrays(shuffled, name, data_root=root, dataset_fingerprint="x")
+        for key in ("mAP", "mINP", "r1", "r5", "r10", "r20"):
+            assert a[key] == pytest.approx(b[key], abs=1e-9), (name, key)

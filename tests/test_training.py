@@ -66,7 +66,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(prepared_tiny, tmp_path):
     run_id = metrics["run"]["mlflow_run_id"]
     client = mlflow.tracking.MlflowClient(uri)
     run = client.get_run(run_id)
-    assert run.data.params["train.lr"] == str(3.5e-4)
+    assert run.data.params["train.lr"] == str(load_params().train.lr)
     assert run.data.params["model.method"] == "idkl"
     assert run.data.tags["method"] == "idkl" and run.data.tags["dataset"] == "synth-sysu"
     assert "git_commit" in run.data.tags

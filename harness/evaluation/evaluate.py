@@ -73,8 +73,13 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
 
 
 def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray) -> np.ndarray:
-    """Feature rows ``index`` of the pool (the query table, then the gallery table), copied once."""
+    """Feature rows ``index`` of the pool (the query table, then the gallery table); a whole
+    table in order is used as it is."""
     nq = len(arrays["query_feats"])
+    for table, offset in (("query_feats", 0), ("gallery_feats", nq)):
+        rows = arrays[table]
+        if len(index) == len(rows) and index[0] == offset and np.all(np.diff(index) == 1):
+            return rows
     out = np.empty((len(index), arrays["query_feats"].shape[1]), dtype=np.float32)
     in_query = index < nq
     out[in_query] = arrays["query_feats"][index[in_query]]

@@ -25,7 +25,8 @@ segment. For a block of query rows:
 
 1. the true matches are gathered (a few per row); per trial, the hardest one's distance;
 2. one comparison pass keeps the entries not farther than the hardest true match of any
-   trial -- the only ones that can affect a metric;
+   trial (of its own trial, for a column of a single trial) -- the only ones that can
+   affect a metric;
 3. those entries are sorted once, for all trials (packed (row, distance, column) keys);
 4. per trial, a running count of the trial's columns along that order (several trials
    packed per 64-bit word) is the rank of each true match: AP and INP follow; the
@@ -166,13 +167,35 @@ class _Trials:
         self.bits = bits  # (G,) bit t set: the column belongs to trial t
         self.cols = cols[np.argsort(g_lab[cols], kind="stable")]  # columns ascending within each identity
         self.label_start = np.searchsorted(g_lab[self.cols], np.arange(n_labels + 1))
+        # A column of a single trial only matters up to that trial's hardest true match; the
+        # others up to the hardest of any trial (index n_trials). Worth a gather when most
+        # columns are in one trial (single-shot SYSU), not otherwise (multi-shot).
+        col_bits = bits[self.cols]
+        single = (col_bits & (col_bits - np.uint64(1))) == 0
+        self.col_trial = None
+        if np.count_nonzero(single) * 2 > len(cols):
+            self.col_trial = np.where(single, np.frexp(col_bits.astype(np.float64))[1] - 1, n_trials)  # bit index
         # Running counts of each trial's columns, several trials per uint64 word: fields wide
         # enough for a row's count; trial t is field t % per_word of word t // per_word.
         self.field = max(1, int(len(cols)).bit_length())
         self.per_word = 64 // self.field
-        self.words = [sum(((bits >> np.uint64(t)) & np.uint64(1)) << np.uint64(self.field * (t - w0))
-                          for t in range(w0, min(w0 + self.per_word, n_trials)))
-                      for w0 in range(0, n_trials, self.per_word)]
+        self.words = np.stack([sum(((bits >> np.uint64(t)) & np.uint64(1)) << np.uint64(self.field * (t - w0))
+                                   for t in range(w0, min(w0 + self.per_word, n_trials)))
+                               for w0 in range(0, n_trials, self.per_word)])  # (words, G)
+
+    def running(self, cols: np.ndarray) -> np.ndarray:
+        """Packed running counts (words, len(cols)) of each trial's columns along ``cols``."""
+        return np.stack([np.cumsum(word[cols]) for word in self.words])
+
+    def count(self, running: np.ndarray, trial: np.ndarray, at: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Per pair: the count of ``trial``'s items in positions [start, at] of a sequence,
+        from the packed running counts (words, positions) of that sequence. Packed fields
+        subtract exactly: the difference of two running sums is a sum of increments."""
+        word, width = trial // self.per_word, running.shape[1]
+        flat = running.reshape(-1)
+        total = flat[word * width + at] - np.where(start > 0, flat[word * width + np.maximum(start, 1) - 1], 0)
+        shift = (self.field * (trial % self.per_word)).astype(np.uint64)
+        return ((total >> shift) & np.uint64((1 << self.field) - 1)).astype(np.int64)
 
 
 def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.ndarray, g_lab: np.ndarray,
@@ -199,7 +222,12 @@ def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.
     last = np.full((b, trials.n), -np.inf, dtype=sub.dtype)
     last[has] = np.maximum.reduceat(np.where(in_trial, mval[:, None], -np.inf), mstart[has], axis=0)
     # 2. the entries that can matter: not farther than the hardest true match of any trial
-    keep = sub <= last.max(axis=1)[:, None]
+    # (of the column's trial, for the columns of a single trial)
+    deepest = last.max(axis=1)[:, None]
+    if trials.col_trial is None:
+        keep = sub <= deepest
+    else:
+        keep = sub <= np.concatenate([last, deepest], axis=1).take(trials.col_trial, axis=1)
     keep[mrow, mpos] = False  # the true matches are added with a flag
     flat = np.flatnonzero(keep)
     del keep
@@ -217,27 +245,25 @@ def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.
     p = np.flatnonzero(key.astype(np.uint8) & 1)  # the true matches, in rank order
     pr = (key[p] >> shift).astype(np.int64)
     del key
-    # 4. every (true match, trial holding it) pair, ordered by (row, trial, rank): its rank is the
-    # running count of the trial's columns at its position; then AP, INP and CMC per (row, trial)
-    counts = np.stack([np.cumsum(word[ocol]) for word in trials.words])  # (words, entries)
-    pi, pt = np.nonzero(((trials.bits[ocol[p]][:, None] >> np.arange(trials.n, dtype=np.uint64)) & np.uint64(1)))
-    group = pr[pi] * trials.n + pt  # (row, trial) of the pair
-    order = np.argsort(group, kind="stable")  # stable: rank order within each group
-    group, pos, wi = group[order], p[pi[order]], pt[order] // trials.per_word
-    prev = row_start[group // trials.n] - 1
-    total = counts[wi, pos] - np.where(prev >= 0, counts[wi, np.maximum(prev, 0)], np.uint64(0))
-    shift_field = (trials.field * (pt[order] % trials.per_word)).astype(np.uint64)
-    rank = ((total >> shift_field) & np.uint64((1 << trials.field) - 1)).astype(np.int64)
+    # 4. every (true match, trial holding it) pair: its rank is the running count of the
+    # trial's columns at its position, its index k the running count among the true matches
+    pi, pt = np.nonzero((trials.bits[ocol[p]][:, None] >> np.arange(trials.n, dtype=np.uint64)) & np.uint64(1))
+    prow, pos = pr[pi], p[pi]
+    rank = trials.count(trials.running(ocol), pt, pos, row_start[prow])
+    k = trials.count(trials.running(ocol[p]), pt, pi, np.searchsorted(pr, prow))
+    group = prow * trials.n + pt  # (row, trial) of the pair
     nt = n_trial.reshape(-1)  # matches per (row, trial), index row * n_trials + trial
-    gstart = np.cumsum(nt) - nt
-    k = np.arange(rank.size) - gstart[group] + 1  # index of the match within its (row, trial)
     valid = np.flatnonzero(nt)
     vrow, vtrial = np.divmod(valid, trials.n)
     res["num_matches"][:, rows] = n_trial.T
     res["ap"][vtrial, rows[vrow]] = np.bincount(group, weights=k / rank, minlength=nt.size)[valid] / nt[valid]
-    res["inp"][vtrial, rows[vrow]] = nt[valid] / rank[gstart[valid] + nt[valid] - 1]
+    last_rank, first_pos = np.zeros(nt.size, dtype=np.int64), np.zeros(nt.size, dtype=np.int64)
+    is_last, is_first = k == nt[group], k == 1
+    last_rank[group[is_last]] = rank[is_last]
+    first_pos[group[is_first]] = pos[is_first]
+    res["inp"][vtrial, rows[vrow]] = nt[valid] / last_rank[valid]
     # CMC: distinct identities of the trial's entries ranked before its first true match
-    first = pos[gstart[valid]]
+    first = first_pos[valid]
     before = _ragged_arange(row_start[vrow], first - row_start[vrow])
     bgroup = np.repeat(np.arange(valid.size), first - row_start[vrow])
     held = ((trials.bits[ocol[before]] >> vtrial[bgroup].astype(np.uint64)) & np.uint64(1)).astype(bool)
