@@ -30,13 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a command module not written yet
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
@@ -45,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
-    except (UserError, ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+    # OSError covers missing files, permissions and a full disk (ENOSPC names the file);
+    # atomic writes guarantee that what was written before is intact in every case.
+    except (UserError, ValueError, OSError, RuntimeError, FloatingPointError) as exc:
         if getattr(args, "debug", False):
             raise
         print(f"error: {exc}", file=sys.stderr)
