@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # study_support, also when run as a script
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--ids", "8", "--images-per-cam", "1", "--height", "32", "--width", "16", "--seed", "0"]
 
@@ -165,10 +166,15 @@ def malformed_params_file(tmp: Path) -> list[str]:
 
 # --- checkpoints ----------------------------------------------------------------------------
 def corrupt_checkpoint(tmp: Path) -> list[str]:
+    from study_support import tiny_overrides
+
+    sets = [arg for item in tiny_overrides(tmp / "prepared") for arg in ("--set", item)]
+    proc = cli("data", "prepare", "--data", "synth-sysu", *sets)
+    assert proc.returncode == 0, proc.stderr
     run = tmp / "run"
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(b"\x00" * 64)
-    return ["train", "--resume", "--run-dir", str(run), "--set", "tracking.enabled=false"]
+    return ["train", "--data", "synth-sysu", "--resume", "--run-dir", str(run), *sets]
 
 
 # --- features for eval-features ---------------------------------------------------------------
@@ -220,7 +226,7 @@ def npz_not_a_file(tmp: Path) -> list[str]:
 
 def sysu_path_unknown_to_perm(tmp: Path) -> list[str]:
     root = synth_tree(tmp)
-    args = features(tmp, query_cams=np.full(4, 3), gallery_cams=np.full(4, 1),
+    args = features(tmp, query_cams=np.full(4, 3), gallery_cams=np.full(4, 1), gallery_ids=np.arange(4) + 9000,
                     gallery_paths=np.array([f"cam1/{i + 9000:04d}/0001.jpg" for i in range(4)]))
     return args[:3] + ["sysu/all/single", "--perm", str(root / "exp" / "rand_perm_cam.mat")]
 
