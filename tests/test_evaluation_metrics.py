@@ -105,10 +105,12 @@ KINDS = ["ties", "duplicates", "float64", "signed_zeros"]
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("block", [1 << 18, 64])
 @pytest.mark.parametrize("max_trials", [64, 2])
-def test_equals_the_per_query_reference(kind, block, max_trials, monkeypatch):
+@pytest.mark.parametrize("buckets", [1024, 1])
+def test_equals_the_per_query_reference(kind, block, max_trials, buckets, monkeypatch):
     monkeypatch.setattr(metrics, "_BLOCK_ENTRIES", block)  # 64: many small blocks on two threads
     monkeypatch.setattr(metrics, "_MAX_TRIALS", max_trials)  # 2: the trials ranked in two rounds
-    rng = np.random.default_rng([KINDS.index(kind), block, max_trials])
+    monkeypatch.setattr(metrics, "_BUCKETS", buckets)  # 1: every interval found by binary search
+    rng = np.random.default_rng([KINDS.index(kind), block, max_trials, buckets])
     for _ in range(6):
         nq, ng = int(rng.integers(1, 40)), int(rng.integers(1, 70))
         dist, q_ids, g_ids, q_cams, g_cams = _random_case(rng, nq, ng, int(rng.integers(1, 9)), kind)
@@ -142,6 +144,47 @@ def test_larger_random_problem_matches_reference():
     np.testing.assert_allclose(r.ap, ref["ap"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(r.inp, ref["inp"], rtol=0, atol=1e-9)
     np.testing.assert_array_equal(r.cmc_rank, ref["cmc_rank"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_distance_ranges_match_reference(dtype):
+    # Bucketing must stay monotone and exact: huge spans, near-overflow values, subnormal
+    # gaps between true matches, negative distances and exact ties with true matches.
+    rng = np.random.default_rng(11)
+    info = np.finfo(dtype)
+    pool = np.array([-info.max * 0.75, -info.max / 2, -1.0, -info.tiny, 0.0, info.tiny, info.tiny * 3,
+                     info.smallest_subnormal, 1.0, 1.0 + info.eps, 2.0, info.max / 4, info.max / 2, info.max * 0.75],
+                    dtype=dtype)
+    nq, ng = 40, 60
+    dist = rng.choice(pool, (nq, ng))
+    q_ids, g_ids = rng.integers(0, 5, nq), rng.integers(0, 5, ng)
+    masks = rng.random((3, ng)) < 0.6
+    rankings = rank_trials(dist, q_ids, g_ids, trial_masks=masks, workers=2)
+    for ranking, mask in zip(rankings, masks):
+        ref = reference_metrics(dist, q_ids, g_ids, active=mask)
+        np.testing.assert_allclose(ranking.ap, ref["ap"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(ranking.inp, ref["inp"], rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(ranking.cmc_rank, ref["cmc_rank"])
+
+
+def test_multi_shot_sized_problem_matches_reference():
+    # Many trials per column (as multi-shot SYSU), several identities per row, realistic
+    # distances: the packed per-trial counts and the bucket path on a larger problem.
+    rng = np.random.default_rng(5)
+    nq, ng, n_ids = 120, 900, 30
+    centres = rng.standard_normal((n_ids, 32)).astype(np.float32)
+    q_ids, g_ids = rng.integers(0, n_ids, nq), rng.integers(0, n_ids, ng)
+    q = centres[q_ids] + 1.5 * rng.standard_normal((nq, 32), dtype=np.float32)
+    g = centres[g_ids] + 1.5 * rng.standard_normal((ng, 32), dtype=np.float32)
+    dist = ((q[:, None] - g[None]) ** 2).sum(-1).astype(np.float32)
+    q_cams, g_cams = rng.choice([3, 6], nq), rng.choice([1, 2, 4, 5], ng)
+    masks = rng.random((10, ng)) < 0.5
+    rankings = rank_trials(dist, q_ids, g_ids, q_cams, g_cams, locations=SYSU_LOCATIONS, trial_masks=masks)
+    for ranking, mask in zip(rankings, masks):
+        ref = reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, locations=SYSU_LOCATIONS, active=mask)
+        np.testing.assert_allclose(ranking.ap, ref["ap"], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(ranking.inp, ref["inp"], rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(ranking.cmc_rank, ref["cmc_rank"])
 
 
 def test_bad_inputs_are_rejected():

@@ -41,15 +41,36 @@ def test_equals_reference(nq, ng, k1, k2, rounded):
 
 
 def test_chunked_path_equals_reference(monkeypatch):
-    # tiny blocks: many row blocks, query blocks and neighbour-set blocks on two threads
+    # tiny blocks: many row blocks, query-expansion blocks, query blocks and update chunks on two threads
     monkeypatch.setattr(rerank, "_BLOCK_ENTRIES", 300)
     monkeypatch.setattr(rerank, "_ROW_BLOCK", 7)
-    monkeypatch.setattr(rerank, "_QUERY_BLOCK", 5)
+    monkeypatch.setattr(rerank, "_QE_ENTRIES", 200)
+    monkeypatch.setattr(rerank, "_QUERY_BLOCK_CELLS", 5 * 100)
+    monkeypatch.setattr(rerank, "_UPDATE_CHUNK", 50)
     rng = np.random.default_rng(3)
     feats, ids = _features(rng, 180, 8, 15)
     dist = squared_euclidean(feats, None, device="cpu")
     fast = rerank_from_distance(dist, 80, workers=2)
     _assert_same(fast, reference_rerank(dist, 80), ids[:80], ids[80:])
+
+
+@pytest.mark.parametrize("overhead", [0, 1000])
+def test_page_sizes_equal_reference(monkeypatch, overhead):
+    # overhead 0: pages of one entry (no padding); 1000: the largest pages (much padding)
+    monkeypatch.setattr(rerank, "_PAGE_OVERHEAD", overhead)
+    rng = np.random.default_rng(7)
+    feats, ids = _features(rng, 160, 6, 12)
+    dist = squared_euclidean(feats, None, device="cpu")
+    _assert_same(rerank_from_distance(dist, 70, workers=2), reference_rerank(dist, 70), ids[:70], ids[70:])
+
+
+def test_asymmetric_distances_equal_reference():
+    # the reciprocity tests read d[x, i], not d[i, x]: they must hold without symmetry
+    rng = np.random.default_rng(9)
+    feats, ids = _features(rng, 130, 6, 12)
+    dist = squared_euclidean(feats, None, device="cpu")
+    dist = dist * rng.uniform(0.7, 1.3, dist.shape).astype(np.float32)
+    _assert_same(rerank_from_distance(dist, 50), reference_rerank(dist, 50), ids[:50], ids[50:])
 
 
 def test_float64_distances_and_features_entry_point():
@@ -80,7 +101,12 @@ def test_bad_arguments():
         rerank_from_distance(dist, 2, k1=0)
     with pytest.raises(ValueError, match="lambda"):
         rerank_from_distance(dist, 2, lam=1.5)
-    bad = np.ones((4, 4), dtype=np.float32)
-    bad[1, 2] = np.nan
+    for value in (np.nan, np.inf, -np.inf):
+        bad = np.ones((4, 4), dtype=np.float32)
+        bad[1, 2] = value
+        with pytest.raises(ValueError, match="NaN"):
+            rerank_from_distance(bad, 2)
+    big = np.ones((200, 200), dtype=np.float32)  # grouped columns (and a tail) on the way to the threshold
+    big[150, 199] = -np.inf
     with pytest.raises(ValueError, match="NaN"):
-        rerank_from_distance(bad, 2)
+        rerank_from_distance(big, 100)

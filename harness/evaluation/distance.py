@@ -10,9 +10,12 @@ symmetric rank-k update (half the flops) and the result is exactly symmetric.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
+
+from harness.evaluation.parallel import run_all
 
 __all__ = ["to_numpy", "normalize_rows", "squared_euclidean", "resolve_device"]
 
@@ -47,11 +50,12 @@ def resolve_device(device: str | None = "auto") -> str:
     return str(device)
 
 
-def normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """``x / max(|x|_2, eps)`` row by row, in x's floating dtype (as ``F.normalize``)."""
+def normalize_rows(x: np.ndarray, eps: float = 1e-12, out: np.ndarray | None = None) -> np.ndarray:
+    """``x / max(|x|_2, eps)`` row by row, in x's floating dtype (as ``F.normalize``);
+    ``out=x`` normalises in place."""
     x = np.asarray(x)
     norm = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=x.dtype))
-    return x / np.maximum(norm, x.dtype.type(eps))[:, None]
+    return np.divide(x, np.maximum(norm, x.dtype.type(eps))[:, None], out=out)
 
 
 def _float_dtype(dtype) -> np.dtype:
@@ -93,11 +97,14 @@ def _squared_euclidean_numpy(x: np.ndarray, y: np.ndarray, same: bool) -> np.nda
         sqy = np.einsum("ij,ij->i", y, y, dtype=y.dtype)
         out = x @ y.T
     minus_two = out.dtype.type(-2)
-    for start in range(0, out.shape[0], _EPILOGUE_ROWS):
+
+    def epilogue(start: int) -> None:
         block = out[start:start + _EPILOGUE_ROWS]
         block *= minus_two
         # (|x|^2 + |y|^2) is computed first so that the x-vs-x matrix stays symmetric.
         block += sqx[start:start + _EPILOGUE_ROWS, None] + sqy[None, :]
+
+    run_all([partial(epilogue, start) for start in range(0, out.shape[0], _EPILOGUE_ROWS)])
     return out
 
 

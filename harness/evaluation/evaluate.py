@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from harness.evaluation.distance import squared_euclidean, to_numpy
+from harness.evaluation.distance import normalize_rows, squared_euclidean, to_numpy
 from harness.evaluation.features_file import validate_arrays
 from harness.evaluation.metrics import TrialRanking, camera_locations, rank_trials, summarize
 from harness.evaluation.protocols import DATASET_RULES, Protocol, ProtocolError, distance_name, get_protocol
@@ -53,13 +53,13 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
         row[t.gallery_index] = True
     union = np.flatnonzero(in_trial.any(axis=0))  # one distance matrix serves every trial
     masks = in_trial[:, union]
-    q_feats, g_feats = _pool_rows(arrays, query), _pool_rows(arrays, union)
     if rerank:
-        dist_all = squared_euclidean(np.concatenate([q_feats, g_feats]), None, normalize=protocol.normalize,
-                                     device=device)
+        feats = _pool_rows(arrays, np.concatenate([query, union]), protocol.normalize)
+        dist_all = squared_euclidean(feats, None, device=device)
         rankings = [_rerank_trial(dist_all, mask, pool, query, union, protocol, k1, k2, lam) for mask in masks]
     else:
-        dist = squared_euclidean(q_feats, g_feats, normalize=protocol.normalize, device=device)
+        q_feats, g_feats = _pool_rows(arrays, query, protocol.normalize), _pool_rows(arrays, union, protocol.normalize)
+        dist = squared_euclidean(q_feats, g_feats, device=device)
         rankings = rank_trials(dist, pool["ids"][query], pool["ids"][union], pool["cams"][query],
                                pool["cams"][union], locations=protocol.locations, trial_masks=masks)
     result = {
@@ -72,19 +72,24 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
     return result
 
 
-def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray) -> np.ndarray:
-    """Feature rows ``index`` of the pool (the query table, then the gallery table); a whole
-    table in order is used as it is."""
+def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray, normalize: bool) -> np.ndarray:
+    """Feature rows ``index`` of the pool (the query table, then the gallery table),
+    L2-normalised if asked; a whole table in order is used as it is (never modified)."""
     nq = len(arrays["query_feats"])
     for table, offset in (("query_feats", 0), ("gallery_feats", nq)):
         rows = arrays[table]
         if len(index) == len(rows) and index[0] == offset and np.all(np.diff(index) == 1):
-            return rows
-    out = np.empty((len(index), arrays["query_feats"].shape[1]), dtype=np.float32)
+            return normalize_rows(rows) if normalize else rows
     in_query = index < nq
-    out[in_query] = arrays["query_feats"][index[in_query]]
-    out[~in_query] = arrays["gallery_feats"][index[~in_query] - nq]
-    return out
+    if in_query.all():
+        out = arrays["query_feats"].take(index, axis=0)
+    elif not in_query.any():
+        out = arrays["gallery_feats"].take(index - nq, axis=0)
+    else:
+        out = np.empty((len(index), arrays["query_feats"].shape[1]), dtype=np.float32)
+        out[in_query] = arrays["query_feats"][index[in_query]]
+        out[~in_query] = arrays["gallery_feats"][index[~in_query] - nq]
+    return normalize_rows(out, out=out) if normalize else out
 
 
 def _perm_table(protocol: Protocol, perm, data_root):

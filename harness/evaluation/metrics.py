@@ -18,22 +18,31 @@ Semantics (the public VI-ReID evaluation code's; docs/evaluation.md has worked e
 * **Skipped queries**: a query without a true match among its remaining entries is left
   out of every mean and counted.
 
-Algorithm: no row is sorted whole, and the trials of a protocol share the work. For one
-location group the allowed gallery columns of all trials are laid out by (identity,
-column), so each identity is a contiguous segment and a query's true matches are one
-segment. For a block of query rows:
+Algorithm: nothing is sorted but the true matches, and the trials of a protocol share the
+work. For one location group, the allowed gallery columns of all trials are listed by
+(identity, column), so a query's true matches are one segment of that list. For a block of
+query rows:
 
 1. the true matches are gathered (a few per row); per trial, the hardest one's distance;
-2. one comparison pass keeps the entries not farther than the hardest true match of any
-   trial (of its own trial, for a column of a single trial) -- the only ones that can
-   affect a metric;
-3. those entries are sorted once, for all trials (packed (row, distance, column) keys);
-4. per trial, a running count of the trial's columns along that order (several trials
-   packed per 64-bit word) is the rank of each true match: AP and INP follow; the
-   identities of the trial's entries before its first true match give the CMC rank.
+2. one comparison pass keeps the wrong-identity entries not farther than the hardest true
+   match of any trial (of its own trial, for a column of a single trial) -- the only ones
+   that can precede a true match;
+3. each kept entry's *interval* -- how many of its row's true matches rank before it -- is
+   read from a per-row table of distance buckets between the row's nearest and farthest
+   true match. The bucket is a monotone function of the distance, so the table is exact
+   for every bucket that holds no true match; the few entries that share a bucket with one
+   are placed by binary search among the sorted (row, distance, column) keys of the true
+   matches, which also breaks ties by column;
+4. per (row, interval), the entries are counted for every trial at once (per-trial counts
+   packed in the fields of float64 words, summed exactly by ``np.bincount``); running sums
+   along the row give, at each true match, how many entries of each trial precede it, so
+   its rank in a trial is that count plus its index among the trial's true matches: AP
+   and INP follow;
+5. the entries of a trial with an interval not past the trial's first true match are the
+   ones ranked before it: their distinct identities give the CMC rank.
 
-Entries after the hardest true match are never sorted. Blocks are bounded in size (memory)
-and run on a few threads.
+Entries are never ordered among themselves. Blocks are bounded in size (memory) and run on
+a few threads.
 """
 from __future__ import annotations
 
@@ -43,7 +52,8 @@ from typing import Mapping
 
 import numpy as np
 
-from harness.evaluation.parallel import run_all
+from harness.evaluation.parallel import Workers, balanced_blocks
+from harness.evaluation.ragged import owners, segments
 from harness.evaluation.sortkeys import distinct, pack_keys
 
 __all__ = ["SYSU_LOCATIONS", "TrialRanking", "camera_locations", "rank_trials", "summarize", "compute_metrics"]
@@ -52,9 +62,11 @@ __all__ = ["SYSU_LOCATIONS", "TrialRanking", "camera_locations", "rank_trials", 
 SYSU_LOCATIONS: dict[int, int] = {3: 2}
 
 # Distance entries per block of query rows (bounds the temporaries to a few MB per thread).
-_BLOCK_ENTRIES = 1 << 19
+_BLOCK_ENTRIES = 1 << 20
 # Trials ranked together (one bit each in a column's trial mask).
 _MAX_TRIALS = 64
+# Distance buckets per row between its nearest and farthest true match (step 4 of the algorithm).
+_BUCKETS = 1024
 
 
 @dataclass
@@ -82,8 +94,6 @@ def _as_distance(dist) -> np.ndarray:
         raise ValueError(f"the distance matrix must be 2-D and non-empty, got shape {dist.shape}")
     if dist.dtype != np.float32 and dist.dtype != np.float64:
         dist = dist.astype(np.float32 if dist.dtype == np.float16 else np.float64)
-    if not np.isfinite(dist).all():
-        raise ValueError("the distance matrix holds NaN or infinite values")
     return dist
 
 
@@ -134,66 +144,83 @@ def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None
     shape = (len(masks), nq)
     res = {"ap": np.full(shape, np.nan), "inp": np.full(shape, np.nan), "cmc_rank": np.zeros(shape, dtype=np.int64),
            "num_matches": np.zeros(shape, dtype=np.int64)}
+    step = max(1, min(_BLOCK_ENTRIES // ng, 1 << (31 - col_bits)))
+    pool = Workers(workers)
     tasks = []
     for t0 in range(0, len(masks), _MAX_TRIALS):
         chunk = masks[t0:t0 + _MAX_TRIALS]
-        bits = np.zeros(ng, dtype=np.uint64)  # bit t: the column belongs to trial t0 + t
-        for t, mask in enumerate(chunk):
-            bits |= mask.astype(np.uint64) << np.uint64(t)
         out = {k: v[t0:t0 + len(chunk)] for k, v in res.items()}
         for gi, loc in enumerate(group_locs):
-            cols = np.flatnonzero(bits if g_loc is None else bits * (g_loc != loc))
-            if cols.size == 0:
+            allowed = chunk.any(axis=0) if g_loc is None else chunk.any(axis=0) & (g_loc != loc)
+            if not allowed.any():  # nothing to rank: the rows are still checked
+                tasks.append(partial(_check_finite, grouped[bounds[gi]:bounds[gi + 1]]))
                 continue
-            trials = _Trials(bits, len(chunk), cols, g_lab, len(uniq))
-            step = max(1, min(_BLOCK_ENTRIES // cols.size, 1 << (31 - col_bits)))
-            for r0 in range(bounds[gi], bounds[gi + 1], step):
-                r1 = min(r0 + step, bounds[gi + 1])
+            trials = _Trials(chunk, allowed, g_lab, len(uniq))
+            for r0, r1 in balanced_blocks(int(bounds[gi + 1] - bounds[gi]), step, pool.workers):
+                r0, r1 = r0 + bounds[gi], r1 + bounds[gi]
                 tasks.append(partial(_rank_block, grouped[r0:r1], row_order[r0:r1], trials, q_lab, g_lab, col_bits,
                                      out))
-    run_all(tasks, workers)
+    with pool:
+        pool(tasks)
     return [TrialRanking(valid=res["num_matches"][t] > 0, ap=res["ap"][t], inp=res["inp"][t],
                          cmc_rank=res["cmc_rank"][t], num_matches=res["num_matches"][t],
                          num_identities=int(np.count_nonzero(np.bincount(g_lab[mask], minlength=len(uniq)))))
             for t, mask in enumerate(masks)]
 
 
-class _Trials:
-    """Up to 64 trials seen from one location group: the allowed columns of any trial,
-    ordered by (identity, column), and packed running-count words."""
+def _check_finite(block: np.ndarray) -> None:
+    if not np.isfinite(block).all():
+        raise ValueError("the distance matrix holds NaN or infinite values")
 
-    def __init__(self, bits: np.ndarray, n_trials: int, cols: np.ndarray, g_lab: np.ndarray, n_labels: int):
-        self.n = n_trials
-        self.bits = bits  # (G,) bit t set: the column belongs to trial t
+
+class _Trials:
+    """Up to 64 trials seen from one location group: the allowed columns, where each
+    identity's columns are, per-column thresholds, and the packed trial-membership words."""
+
+    def __init__(self, masks: np.ndarray, allowed: np.ndarray, g_lab: np.ndarray, n_labels: int):
+        self.n = len(masks)
+        self.allowed = allowed  # (G,) bool: in some trial, not at the queries' location
+        self.bits = np.zeros(len(allowed), dtype=np.uint64)  # bit t set: the column belongs to trial t
+        for t, mask in enumerate(masks):
+            self.bits |= (mask & allowed).astype(np.uint64) << np.uint64(t)
+        cols = np.flatnonzero(allowed)
         self.cols = cols[np.argsort(g_lab[cols], kind="stable")]  # columns ascending within each identity
         self.label_start = np.searchsorted(g_lab[self.cols], np.arange(n_labels + 1))
         # A column of a single trial only matters up to that trial's hardest true match; the
-        # others up to the hardest of any trial (index n_trials). Worth a gather when most
-        # columns are in one trial (single-shot SYSU), not otherwise (multi-shot).
-        col_bits = bits[self.cols]
-        single = (col_bits & (col_bits - np.uint64(1))) == 0
+        # others up to the hardest of any trial (index n). Worth a gather when most columns
+        # are in one trial (single-shot SYSU), not otherwise (multi-shot).
+        single = (self.bits & (self.bits - np.uint64(1))) == 0
         self.col_trial = None
-        if np.count_nonzero(single) * 2 > len(cols):
-            self.col_trial = np.where(single, np.frexp(col_bits.astype(np.float64))[1] - 1, n_trials)  # bit index
-        # Running counts of each trial's columns, several trials per uint64 word: fields wide
-        # enough for a row's count; trial t is field t % per_word of word t // per_word.
-        self.field = max(1, int(len(cols)).bit_length())
+        if self.n > 1 and np.count_nonzero(single[cols]) * 2 > len(cols):
+            self.col_trial = np.where(single, np.frexp(self.bits.astype(np.float64))[1] - 1, self.n)  # bit index
+        # Per-trial counts packed in uint64 words: fields wide enough for a row's count in one
+        # trial, trial t in field t % per_word of word t // per_word.
+        self.field = max(1, int((masks & allowed).sum(axis=1).max()).bit_length())
         self.per_word = 64 // self.field
-        self.words = np.stack([sum(((bits >> np.uint64(t)) & np.uint64(1)) << np.uint64(self.field * (t - w0))
-                                   for t in range(w0, min(w0 + self.per_word, n_trials)))
-                               for w0 in range(0, n_trials, self.per_word)])  # (words, G)
+        words = [sum(((self.bits >> np.uint64(t)) & np.uint64(1)) << np.uint64(self.field * (t - w0))
+                     for t in range(w0, min(w0 + self.per_word, self.n)))
+                 for w0 in range(0, self.n, self.per_word)]
+        self.words = np.stack(words)  # (words, G) uint64
+        # The trials of each column, CSR
+        in_trial = ((self.bits[:, None] >> np.arange(self.n, dtype=np.uint64)) & np.uint64(1)).astype(bool)
+        self.n_trials_of = np.count_nonzero(in_trial, axis=1)
+        self.trials_ptr = np.cumsum(self.n_trials_of) - self.n_trials_of
+        self.trials_of = np.nonzero(in_trial)[1]
 
-    def running(self, cols: np.ndarray) -> np.ndarray:
-        """Packed running counts (words, len(cols)) of each trial's columns along ``cols``."""
-        return np.stack([np.cumsum(word[cols]) for word in self.words])
+    def pairs(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position, trial) of every trial holding ``cols[position]``, by position."""
+        counts = self.n_trials_of[cols]
+        position = owners(counts)
+        return position, self.trials_of[segments(self.trials_ptr[cols], counts, position)]
 
     def count(self, running: np.ndarray, trial: np.ndarray, at: np.ndarray, start: np.ndarray) -> np.ndarray:
-        """Per pair: the count of ``trial``'s items in positions [start, at] of a sequence,
-        from the packed running counts (words, positions) of that sequence. Packed fields
-        subtract exactly: the difference of two running sums is a sum of increments."""
-        word, width = trial // self.per_word, running.shape[1]
+        """Per pair: the count of ``trial``'s items in positions [start, at) of a sequence,
+        from its packed inclusive running sums (words, positions + 1) that start with a zero
+        column. Packed fields subtract exactly: the difference of two running sums is a sum
+        of increments (modulo 2**64)."""
         flat = running.reshape(-1)
-        total = flat[word * width + at] - np.where(start > 0, flat[word * width + np.maximum(start, 1) - 1], 0)
+        base = (trial // self.per_word) * running.shape[1]
+        total = flat[base + at] - flat[base + start]
         shift = (self.field * (trial % self.per_word)).astype(np.uint64)
         return ((total >> shift) & np.uint64((1 << self.field) - 1)).astype(np.int64)
 
@@ -202,8 +229,8 @@ def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.
                 col_bits: int, res: dict) -> None:
     """Metrics of the queries ``rows`` (distance rows ``block``, one location group) for
     every trial of ``trials``."""
-    sub = block.take(trials.cols, axis=1)  # (b, m), identity segments contiguous
-    b, m = sub.shape
+    _check_finite(block)
+    b, m = block.shape
     lab = q_lab[rows]
     start = trials.label_start[np.maximum(lab, 0)]
     n = np.where(lab >= 0, trials.label_start[np.maximum(lab, 0) + 1] - start, 0)  # matches in any trial
@@ -212,68 +239,109 @@ def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.
         return
     # 1. the true matches (row by row, in column order); per trial, the count and the hardest one
     mstart = np.cumsum(n) - n
-    mrow = np.repeat(np.arange(b), n)
-    mpos = _ragged_arange(start, n)
-    mval = sub[mrow, mpos]
-    mcol = trials.cols[mpos]
-    in_trial = ((trials.bits[mcol][:, None] >> np.arange(trials.n, dtype=np.uint64)) & np.uint64(1)).astype(bool)
-    n_trial = np.zeros((b, trials.n), dtype=np.int64)
-    n_trial[has] = np.add.reduceat(in_trial, mstart[has], axis=0, dtype=np.int64)
-    last = np.full((b, trials.n), -np.inf, dtype=sub.dtype)
-    last[has] = np.maximum.reduceat(np.where(in_trial, mval[:, None], -np.inf), mstart[has], axis=0)
-    # 2. the entries that can matter: not farther than the hardest true match of any trial
-    # (of the column's trial, for the columns of a single trial)
-    deepest = last.max(axis=1)[:, None]
+    mrow = owners(n)
+    mcol = trials.cols[segments(start, n, mrow)]
+    mval = block[mrow, mcol]
+    pi, pt = trials.pairs(mcol)
+    group = mrow[pi] * trials.n + pt  # (row, trial)
+    n_trial = np.bincount(group, minlength=b * trials.n).reshape(b, trials.n)
+    last = np.full(b * trials.n, -np.inf, dtype=block.dtype)
+    np.maximum.at(last, group, mval[pi])
+    last = last.reshape(b, trials.n)
+    deepest = last.max(axis=1)
+    # 2. the wrong-identity entries that can matter: not farther than the hardest true match
+    # of any trial (of the column's trial, for the columns of a single trial)
     if trials.col_trial is None:
-        keep = sub <= deepest
+        keep = block <= deepest[:, None]
     else:
-        keep = sub <= np.concatenate([last, deepest], axis=1).take(trials.col_trial, axis=1)
-    keep[mrow, mpos] = False  # the true matches are added with a flag
+        keep = block <= np.concatenate([last, deepest[:, None]], axis=1).take(trials.col_trial, axis=1)
+    keep &= trials.allowed
+    keep[mrow, mcol] = False
+    per_row = np.count_nonzero(keep, axis=1)
     flat = np.flatnonzero(keep)
     del keep
-    wrow = flat // m
-    values = np.concatenate([sub.reshape(-1)[flat], mval])
-    # 3. one sort for all trials, by (row, distance, column); the lowest bit flags a true match
-    key = pack_keys(np.concatenate([wrow, mrow]), values,
-                    np.concatenate([trials.cols[flat - wrow * m] << 1, (mcol << 1) | 1]), col_bits + 1,
-                    positive=bool(values.min() > 0))
-    del flat, wrow, values
-    key.sort()
-    shift = np.uint64(33 + col_bits)
-    row_start = np.searchsorted(key, np.arange(b, dtype=np.uint64) << shift)
-    ocol = ((key >> np.uint64(1)) & np.uint64((1 << col_bits) - 1)).astype(np.int64)  # columns in rank order
-    p = np.flatnonzero(key.astype(np.uint8) & 1)  # the true matches, in rank order
-    pr = (key[p] >> shift).astype(np.int64)
-    del key
-    # 4. every (true match, trial holding it) pair: its rank is the running count of the
-    # trial's columns at its position, its index k the running count among the true matches
-    pi, pt = np.nonzero((trials.bits[ocol[p]][:, None] >> np.arange(trials.n, dtype=np.uint64)) & np.uint64(1))
-    prow, pos = pr[pi], p[pi]
-    rank = trials.count(trials.running(ocol), pt, pos, row_start[prow])
-    k = trials.count(trials.running(ocol[p]), pt, pi, np.searchsorted(pr, prow))
+    erow = owners(per_row)
+    ecol = flat - erow * m
+    # 3. each entry's slot: its row's first slot + its interval (the number of the row's true
+    # matches ranked before it). A monotone bucketing of the distance between the row's
+    # nearest and farthest true match gives it for the entries of a bucket without a true
+    # match. float64 arithmetic: for float32 distances nothing overflows.
+    lo = np.zeros(b)
+    lo[has] = np.minimum.reduceat(mval, mstart[has])
+    buckets = int(min(_BUCKETS, max(64, 4 * (len(flat) + len(mrow)) // b)))  # table ~ the entries
+    nb = buckets + 1
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        span = deepest - lo
+        scale = np.where(span > 0, (buckets - 1) / span, 0)
+    scale = np.minimum(scale, np.finfo(np.float64).max / (4 * buckets))
+
+    def bucket(values: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """row * nb + bucket, for distances ``values`` of rows ``row``."""
+        x = values.astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x -= lo.take(row)
+            x *= scale.take(row)
+        if values.dtype == np.float64:  # an overflow (inf, or inf * 0) sends the entry to bucket 1,
+            x[~np.isfinite(x)] = 0  # where the row's nearest match is: the exact path
+        np.floor(x, out=x)
+        np.clip(x, -1, buckets - 1, out=x)
+        return x.astype(np.int64) + (row * nb + 1)
+
+    count = np.bincount(bucket(mval, mrow), minlength=b * nb)
+    slot_start = mstart + np.arange(b)  # a row has n + 1 slots, one per interval
+    table = np.cumsum(count) - count  # matches of earlier buckets (and rows) ...
+    table.reshape(b, nb)[:] += np.arange(b)[:, None]  # ... + the row: a slot
+    table[count > 0] = -1
+    slot = table.take(bucket(block.reshape(-1).take(flat), erow))
+    del table
+    # ... the true matches in rank order, (row, distance, column) keys in one small sort; the
+    # other entries (sharing a bucket with a true match) by binary search among them
+    exact = np.flatnonzero(slot < 0)
+    xrow = erow[exact]
+    keys = pack_keys(np.concatenate([mrow, xrow]), np.concatenate([mval, block.reshape(-1)[flat[exact]]]),
+                     np.concatenate([mcol, ecol[exact]]), col_bits)
+    mkey = np.sort(keys[:len(mrow)])
+    slot[exact] = np.searchsorted(mkey, keys[len(mrow):]) + xrow  # slot_start + matches before it
+    mcol = (mkey & np.uint64((1 << col_bits) - 1)).astype(np.int64)
+    del flat, keys, mkey
+    # 4. per slot, the packed per-trial counts of the entries; running sums along each row
+    # give, at match i's slot, the entries of each trial ranked before it
+    before = np.zeros((len(trials.words), len(mrow) + b + 1), dtype=np.uint64)  # index s + 1: slot s
+    for word, acc in zip(trials.words, before):
+        np.add.at(acc[1:], slot, word[ecol])
+    np.cumsum(before, axis=1, out=before)
+    zero = np.zeros((len(trials.words), 1), dtype=np.uint64)
+    match_run = np.concatenate([zero, np.cumsum(trials.words[:, mcol], axis=1)], axis=1)  # each trial's matches
+    # ... and for every (true match, trial holding it) pair, its index k among the trial's
+    # matches and its rank: k + the trial's entries before it
+    pi, pt = trials.pairs(mcol)
+    prow = mrow[pi]
+    i = pi - mstart[prow]
+    s0 = slot_start[prow]
+    k = trials.count(match_run, pt, pi + 1, mstart[prow])
+    rank = k + trials.count(before, pt, s0 + i + 1, s0)
     group = prow * trials.n + pt  # (row, trial) of the pair
     nt = n_trial.reshape(-1)  # matches per (row, trial), index row * n_trials + trial
     valid = np.flatnonzero(nt)
     vrow, vtrial = np.divmod(valid, trials.n)
     res["num_matches"][:, rows] = n_trial.T
     res["ap"][vtrial, rows[vrow]] = np.bincount(group, weights=k / rank, minlength=nt.size)[valid] / nt[valid]
-    last_rank, first_pos = np.zeros(nt.size, dtype=np.int64), np.zeros(nt.size, dtype=np.int64)
+    last_rank, first_i = np.zeros(nt.size, dtype=np.int64), np.full(nt.size, -1, dtype=np.int64)
     is_last, is_first = k == nt[group], k == 1
     last_rank[group[is_last]] = rank[is_last]
-    first_pos[group[is_first]] = pos[is_first]
+    first_i[group[is_first]] = i[is_first]
     res["inp"][vtrial, rows[vrow]] = nt[valid] / last_rank[valid]
-    # CMC: distinct identities of the trial's entries ranked before its first true match
-    first = first_pos[valid]
-    before = _ragged_arange(row_start[vrow], first - row_start[vrow])
-    bgroup = np.repeat(np.arange(valid.size), first - row_start[vrow])
-    held = ((trials.bits[ocol[before]] >> vtrial[bgroup].astype(np.uint64)) & np.uint64(1)).astype(bool)
-    pairs = distinct(bgroup[held] * len(trials.label_start) + g_lab[ocol[before[held]]])
-    res["cmc_rank"][vtrial, rows[vrow]] = 1 + np.bincount(pairs // len(trials.label_start), minlength=valid.size)
-
-
-def _ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ranges [starts[i], starts[i] + lengths[i])."""
-    return np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+    # 5. CMC: distinct identities of the trial's entries ranked before its first true match
+    first_i = first_i.reshape(b, trials.n)
+    cand = np.flatnonzero(slot <= (slot_start + first_i.max(axis=1)).take(erow))
+    ci, ct = trials.pairs(ecol[cand])
+    crow = erow[cand[ci]]
+    held = slot[cand[ci]] - slot_start[crow] <= first_i[crow, ct]
+    ci, ct, crow = ci[held], ct[held], crow[held]
+    labels = len(trials.label_start)
+    pairs = distinct((crow * trials.n + ct) * labels + g_lab[ecol[cand[ci]]])
+    wrong = np.bincount(pairs // labels, minlength=nt.size)
+    res["cmc_rank"][vtrial, rows[vrow]] = 1 + wrong[valid]
 
 
 def summarize(ranking: TrialRanking) -> dict:

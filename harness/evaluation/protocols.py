@@ -117,8 +117,8 @@ class Protocol:
                                 "exp/rand_perm_cam.mat: pass it (--perm PATH or the dataset root)")
         if paths is None or len(paths) != len(ids):
             raise ProtocolError(f"{self.name}: one image path per image is needed to match the permutation file")
-        g_paths = [str(p).replace("\\", "/") for p in np.asarray(paths)[gallery]]
-        found = _SYSU_NAME.findall("\n".join(g_paths))
+        g_paths = np.asarray(paths)[gallery].astype(str).tolist()
+        found = _SYSU_NAME.findall("\n".join(g_paths).replace("\\", "/"))
         if len(found) != len(g_paths):  # name the first path that does not parse
             bad = next(p for p in g_paths if parse_sysu_path(p) is None)
             raise ProtocolError(f"{self.name}: gallery path {bad!r} is not of the form camC/PPPP/IIII.jpg")
@@ -129,7 +129,8 @@ class Protocol:
             raise ProtocolError(f"{self.name}: path {g_paths[i]!r} says camera {p_cam[i]}, person {p_pid[i]} but "
                                 f"the table says camera {cams[gallery][i]}, person {ids[gallery][i]}")
         keys = image_keys(p_cam, p_pid, p_num)
-        present = np.sort(keys)
+        order = np.argsort(keys)
+        present = keys[order]
         twice = present[1:][present[1:] == present[:-1]]
         if twice.size:
             raise ProtocolError(f"{self.name}: gallery image {g_paths[int(np.flatnonzero(keys == twice[0])[0])]!r} "
@@ -148,16 +149,23 @@ class Protocol:
             drawn = gallery_keys(perm, self.gallery_cams, np.unique(ids[gallery]), self.num_shots)
         except DatasetError as exc:
             raise ProtocolError(f"{self.name}: {exc}") from None
-        out = []
-        for t in trial_list:
-            if t >= len(drawn):
-                raise ProtocolError(f"{self.name}: the permutation file has {len(drawn)} trials; trial {t} requested")
-            missing = drawn[t][~np.isin(drawn[t], present)]
-            if missing.size:
+        late = [t for t in trial_list if t >= len(drawn)]
+        if late:
+            raise ProtocolError(f"{self.name}: the permutation file has {len(drawn)} trials; trial {late[0]} requested")
+        wanted = drawn[trial_list]  # the keys are distinct: each drawn image is found by binary search
+        at = np.minimum(np.searchsorted(present, wanted), len(present) - 1)
+        found = present[at] == wanted
+        for row, t in enumerate(trial_list):
+            if not found[row].all():
+                missing = wanted[row][~found[row]]
                 cam, rest = divmod(int(missing[0]), 10 ** 8)
                 raise ProtocolError(f"{self.name}: trial {t}: the permutation file names {missing.size} image(s) "
                                     f"absent from the gallery, e.g. cam{cam}/{rest // 10_000:04d}/{rest % 10_000:04d}")
-            out.append(Trial(t, query, gallery[np.isin(keys, drawn[t])]))
+        out = []
+        for row, t in enumerate(trial_list):
+            drawn_here = np.zeros(len(gallery), dtype=bool)
+            drawn_here[order[at[row]]] = True
+            out.append(Trial(t, query, gallery[drawn_here]))
         return out
 
 
