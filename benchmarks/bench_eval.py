@@ -27,6 +27,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import harness  # noqa: F401  (before numpy: its BLAS settings, as for the `vireid` command)
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -272,7 +273,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     info = {"machine": platform.machine(), "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)),
-            "numpy": np.__version__, "blas": blas_info(), "load_before": os.getloadavg()}
+            "numpy": np.__version__, "blas": blas_info(),
+            "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"), "load_before": os.getloadavg()}
     arrays, perm = sysu_like()
     rows = [bench_sysu(name, arrays, perm, args.ref_queries, args.repeats)
             for name in ("sysu/all/single", "sysu/all/multi")]

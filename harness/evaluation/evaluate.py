@@ -58,10 +58,9 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
         dist_all = squared_euclidean(feats, None, device=device)
         rankings = [_rerank_trial(dist_all, mask, pool, query, union, protocol, k1, k2, lam) for mask in masks]
     else:
-        q_feats, g_feats = _pool_rows(arrays, query, protocol.normalize), _pool_rows(arrays, union, protocol.normalize)
-        dist = squared_euclidean(q_feats, g_feats, device=device)
-        rankings = rank_trials(dist, pool["ids"][query], pool["ids"][union], pool["cams"][query],
-                               pool["cams"][union], locations=protocol.locations, trial_masks=masks)
+        rankings = _rank_by_location(_pool_rows(arrays, query, protocol.normalize),
+                                     _pool_rows(arrays, union, protocol.normalize), pool, query, union, masks,
+                                     protocol, device)
     result = {
         "protocol": protocol.name, "direction": protocol.direction, "trials": [t.trial for t in trial_sets],
         "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam)},
@@ -70,6 +69,36 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
     }
     result.update(_aggregate(protocol.name, [t.trial for t in trial_sets], rankings))
     return result
+
+
+def _rank_by_location(q_feats: np.ndarray, g_feats: np.ndarray, pool: dict, query: np.ndarray, union: np.ndarray,
+                      masks: np.ndarray, protocol: Protocol, device) -> list[TrialRanking]:
+    """Rank every trial, one query location at a time (``query`` is sorted by location):
+    the distances to same-location gallery columns, which never count, are not computed
+    (SYSU-MM01: camera-3 queries against camera-2 images). The allowed columns keep their
+    order, so ties are broken as over the whole gallery."""
+    q_ids, g_ids, q_cams, g_cams = pool["ids"][query], pool["ids"][union], pool["cams"][query], pool["cams"][union]
+    q_loc = camera_locations(q_cams, protocol.locations)
+    g_loc = camera_locations(g_cams, protocol.locations)
+    bounds = np.flatnonzero(np.diff(q_loc)) + 1
+    groups = [(r0, r1, np.flatnonzero(g_loc != q_loc[r0])) for r0, r1 in zip([0, *bounds], [*bounds, len(query)])]
+    # every distance block first: BLAS threads keep spinning for a while after a product,
+    # which would slow the ranking threads down after each block
+    dists = [squared_euclidean(q_feats[r0:r1], g_feats if cols.size == len(union) else g_feats.take(cols, axis=0),
+                               device=device) if cols.size else None for r0, r1, cols in groups]
+    parts = [None if dist is None else rank_trials(dist, q_ids[r0:r1], g_ids[cols], trial_masks=masks[:, cols])
+             for dist, (r0, r1, cols) in zip(dists, groups)]  # None: no column left, every query skipped
+    del dists
+    out = []
+    for t, mask in enumerate(masks):
+        fields = {}
+        for name, empty in (("ap", np.nan), ("inp", np.nan), ("cmc_rank", 0), ("num_matches", 0)):
+            fields[name] = np.concatenate([
+                np.full(r1 - r0, empty, dtype=np.float64 if name in ("ap", "inp") else np.int64) if part is None
+                else getattr(part[t], name) for part, r0, r1 in zip(parts, [0, *bounds], [*bounds, len(query)])])
+        out.append(TrialRanking(valid=fields["num_matches"] > 0, num_identities=len(np.unique(g_ids[mask])),
+                                **fields))
+    return out
 
 
 def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray, normalize: bool) -> np.ndarray:

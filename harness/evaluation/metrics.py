@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -136,10 +136,14 @@ def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None
         g_loc = camera_locations(_as_1d(gallery_cams, "gallery_cams", ng), locations)
         group_locs, q_group = np.unique(q_loc, return_inverse=True)
         q_group = q_group.reshape(-1)
-    # Queries grouped by location, so that every block of rows is a slice of the matrix.
+    # Queries grouped by location; a block's rows are a slice of the matrix when the queries
+    # come grouped already, else the block gathers them (on its thread, while they are hot).
     row_order = np.argsort(q_group, kind="stable")
     bounds = np.searchsorted(q_group[row_order], np.arange(len(group_locs) + 1))
-    grouped = dist if np.all(row_order[1:] > row_order[:-1]) else dist[row_order]
+    in_order = bool(np.all(row_order[1:] > row_order[:-1]))
+
+    def rows_of(r0: int, r1: int) -> np.ndarray:
+        return dist[r0:r1] if in_order else dist.take(row_order[r0:r1], axis=0)
 
     shape = (len(masks), nq)
     res = {"ap": np.full(shape, np.nan), "inp": np.full(shape, np.nan), "cmc_rank": np.zeros(shape, dtype=np.int64),
@@ -153,13 +157,13 @@ def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None
         for gi, loc in enumerate(group_locs):
             allowed = chunk.any(axis=0) if g_loc is None else chunk.any(axis=0) & (g_loc != loc)
             if not allowed.any():  # nothing to rank: the rows are still checked
-                tasks.append(partial(_check_finite, grouped[bounds[gi]:bounds[gi + 1]]))
+                tasks.append(partial(_check_finite, rows_of(bounds[gi], bounds[gi + 1])))
                 continue
             trials = _Trials(chunk, allowed, g_lab, len(uniq))
             for r0, r1 in balanced_blocks(int(bounds[gi + 1] - bounds[gi]), step, pool.workers):
                 r0, r1 = r0 + bounds[gi], r1 + bounds[gi]
-                tasks.append(partial(_rank_block, grouped[r0:r1], row_order[r0:r1], trials, q_lab, g_lab, col_bits,
-                                     out))
+                tasks.append(partial(_rank_block, partial(rows_of, r0, r1), row_order[r0:r1], trials, q_lab, g_lab,
+                                     col_bits, out))
     with pool:
         pool(tasks)
     return [TrialRanking(valid=res["num_matches"][t] > 0, ap=res["ap"][t], inp=res["inp"][t],
@@ -225,10 +229,11 @@ class _Trials:
         return ((total >> shift) & np.uint64((1 << self.field) - 1)).astype(np.int64)
 
 
-def _rank_block(block: np.ndarray, rows: np.ndarray, trials: _Trials, q_lab: np.ndarray, g_lab: np.ndarray,
-                col_bits: int, res: dict) -> None:
-    """Metrics of the queries ``rows`` (distance rows ``block``, one location group) for
+def _rank_block(load: Callable[[], np.ndarray], rows: np.ndarray, trials: _Trials, q_lab: np.ndarray,
+                g_lab: np.ndarray, col_bits: int, res: dict) -> None:
+    """Metrics of the queries ``rows`` (distance rows ``load()``, one location group) for
     every trial of ``trials``."""
+    block = load()
     _check_finite(block)
     b, m = block.shape
     lab = q_lab[rows]
