@@ -13,7 +13,7 @@ from eval_reference import reference_metrics, reference_rerank, reference_sqdist
 from eval_support import cross_modal_arrays, sysu_trial_gallery, sysu_tree
 from harness.evaluation.distance import normalize_rows, squared_euclidean
 from harness.evaluation.evaluate import evaluate_cross_modal, evaluate_protocol_arrays, format_results
-from harness.evaluation.protocols import ProtocolError, get_protocol
+from harness.evaluation.protocols import Protocol, ProtocolError, get_protocol
 
 SYSU = {"sysu/all/single": ((1, 2, 4, 5), 1), "sysu/all/multi": ((1, 2, 4, 5), 10),
         "sysu/indoor/single": ((1, 2), 1), "sysu/indoor/multi": ((1, 2), 10)}
@@ -139,6 +139,29 @@ def test_cross_modal_directions(dataset, direction):
     assert res["n_queries_skipped"] == (6 if direction == "i2v" else 0)
     assert res["std"] == {k: 0.0 for k in ("mAP", "mINP", "r1", "r5", "r10", "r20")}
     assert res["dataset_fingerprint"].startswith("pool-sha256:")
+
+
+def test_a_query_location_with_nothing_to_rank_is_skipped():
+    # A protocol whose camera-3 queries share camera 2's location with the whole gallery:
+    # those queries have no column left (no distance is computed for them) and are skipped;
+    # the camera-6 queries are ranked as usual. Same numbers as the slow loop over all pairs.
+    protocol = Protocol(name="test/located", dataset="test", direction="i2v", query_cams=(3, 6), gallery_cams=(2,),
+                        known_cams=(2, 3, 6), normalize=False, locations={3: 2})
+    rng = np.random.default_rng(4)
+    ids = np.repeat(np.arange(6), 4)
+    centres = rng.standard_normal((6, 8))
+    q_cams = np.tile([3, 6], 12)
+    arrays = {"query_feats": (centres[ids] + rng.standard_normal((24, 8))).astype(np.float32), "query_ids": ids,
+              "query_cams": q_cams, "query_paths": np.array([f"q{i}" for i in range(24)]),
+              "gallery_feats": (centres[ids] + rng.standard_normal((24, 8))).astype(np.float32), "gallery_ids": ids,
+              "gallery_cams": np.full(24, 2), "gallery_paths": np.array([f"g{i}" for i in range(24)])}
+    res = evaluate_protocol_arrays(arrays, protocol)
+    assert (res["n_queries"], res["n_queries_skipped"]) == (24, 12)
+    ref = reference_metrics(reference_sqdist(arrays["query_feats"], arrays["gallery_feats"]), ids, ids, q_cams,
+                            arrays["gallery_cams"], locations={3: 2})
+    assert ref["n_skipped"] == 12
+    for key, value in _percent(ref).items():
+        assert res[key] == pytest.approx(value, abs=1e-9)
 
 
 def test_reranking_is_off_unless_asked_and_changes_regdb():

@@ -77,28 +77,32 @@ def _rank_by_location(q_feats: np.ndarray, g_feats: np.ndarray, pool: dict, quer
     the distances to same-location gallery columns, which never count, are not computed
     (SYSU-MM01: camera-3 queries against camera-2 images). The allowed columns keep their
     order, so ties are broken as over the whole gallery."""
-    q_ids, g_ids, q_cams, g_cams = pool["ids"][query], pool["ids"][union], pool["cams"][query], pool["cams"][union]
-    q_loc = camera_locations(q_cams, protocol.locations)
-    g_loc = camera_locations(g_cams, protocol.locations)
+    q_ids, g_ids = pool["ids"][query], pool["ids"][union]
+    q_loc = camera_locations(pool["cams"][query], protocol.locations)
+    g_loc = camera_locations(pool["cams"][union], protocol.locations)
     bounds = np.flatnonzero(np.diff(q_loc)) + 1
     groups = [(r0, r1, np.flatnonzero(g_loc != q_loc[r0])) for r0, r1 in zip([0, *bounds], [*bounds, len(query)])]
     # every distance block first: BLAS threads keep spinning for a while after a product,
     # which would slow the ranking threads down after each block
     dists = [squared_euclidean(q_feats[r0:r1], g_feats if cols.size == len(union) else g_feats.take(cols, axis=0),
                                device=device) if cols.size else None for r0, r1, cols in groups]
-    parts = [None if dist is None else rank_trials(dist, q_ids[r0:r1], g_ids[cols], trial_masks=masks[:, cols])
-             for dist, (r0, r1, cols) in zip(dists, groups)]  # None: no column left, every query skipped
+    parts = [[_skipped(r1 - r0)] * len(masks) if dist is None  # no column left: every query is skipped
+             else rank_trials(dist, q_ids[r0:r1], g_ids[cols], trial_masks=masks[:, cols])
+             for dist, (r0, r1, cols) in zip(dists, groups)]
     del dists
-    out = []
+    merged = []
     for t, mask in enumerate(masks):
-        fields = {}
-        for name, empty in (("ap", np.nan), ("inp", np.nan), ("cmc_rank", 0), ("num_matches", 0)):
-            fields[name] = np.concatenate([
-                np.full(r1 - r0, empty, dtype=np.float64 if name in ("ap", "inp") else np.int64) if part is None
-                else getattr(part[t], name) for part, r0, r1 in zip(parts, [0, *bounds], [*bounds, len(query)])])
-        out.append(TrialRanking(valid=fields["num_matches"] > 0, num_identities=len(np.unique(g_ids[mask])),
-                                **fields))
-    return out
+        fields = {name: np.concatenate([getattr(part[t], name) for part in parts])
+                  for name in ("valid", "ap", "inp", "cmc_rank", "num_matches")}
+        merged.append(TrialRanking(**fields, num_identities=len(np.unique(g_ids[mask]))))
+    return merged
+
+
+def _skipped(n: int) -> TrialRanking:
+    """The ranking of ``n`` queries that have nothing to be ranked against."""
+    return TrialRanking(valid=np.zeros(n, dtype=bool), ap=np.full(n, np.nan), inp=np.full(n, np.nan),
+                        cmc_rank=np.zeros(n, dtype=np.int64), num_matches=np.zeros(n, dtype=np.int64),
+                        num_identities=0)
 
 
 def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray, normalize: bool) -> np.ndarray:
