@@ -46,7 +46,7 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
     table = _perm_table(protocol, perm, data_root) if protocol.needs_perm else None
     trial_sets = protocol.build_trials(pool["ids"], pool["cams"], pool["paths"], table, trials)
     query = trial_sets[0].query_index
-    if not rerank:  # queries of one location next to each other: the metrics then copy no rows
+    if not rerank:  # queries of one location next to each other: their features are gathered once
         query = query[np.argsort(camera_locations(pool["cams"][query], protocol.locations), kind="stable")]
     in_trial = np.zeros((len(trial_sets), len(pool["ids"])), dtype=bool)
     for row, t in zip(in_trial, trial_sets):
@@ -58,9 +58,9 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
         dist_all = squared_euclidean(feats, None, device=device)
         rankings = [_rerank_trial(dist_all, mask, pool, query, union, protocol, k1, k2, lam) for mask in masks]
     else:
-        rankings = _rank_by_location(_pool_rows(arrays, query, protocol.normalize),
-                                     _pool_rows(arrays, union, protocol.normalize), pool, query, union, masks,
-                                     protocol, device)
+        rankings = _rank_by_location(_pool_rows(arrays, query, protocol.normalize), pool["ids"][query],
+                                     pool["cams"][query], _pool_rows(arrays, union, protocol.normalize),
+                                     pool["ids"][union], pool["cams"][union], protocol.locations, masks, device)
     result = {
         "protocol": protocol.name, "direction": protocol.direction, "trials": [t.trial for t in trial_sets],
         "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam)},
@@ -71,29 +71,36 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
     return result
 
 
-def _rank_by_location(q_feats: np.ndarray, g_feats: np.ndarray, pool: dict, query: np.ndarray, union: np.ndarray,
-                      masks: np.ndarray, protocol: Protocol, device) -> list[TrialRanking]:
-    """Rank every trial, one query location at a time (``query`` is sorted by location):
-    the distances to same-location gallery columns, which never count, are not computed
+def _rank_by_location(q_feats: np.ndarray, q_ids: np.ndarray, q_cams: np.ndarray, g_feats: np.ndarray,
+                      g_ids: np.ndarray, g_cams: np.ndarray, locations: Mapping[int, int], masks: np.ndarray,
+                      device=None) -> list[TrialRanking]:
+    """Rank every trial (``masks``: (trials, G)), one query location at a time: the
+    distances to same-location gallery columns, which never count, are not computed
     (SYSU-MM01: camera-3 queries against camera-2 images). The allowed columns keep their
-    order, so ties are broken as over the whole gallery."""
-    q_ids, g_ids = pool["ids"][query], pool["ids"][union]
-    q_loc = camera_locations(pool["cams"][query], protocol.locations)
-    g_loc = camera_locations(pool["cams"][union], protocol.locations)
-    bounds = np.flatnonzero(np.diff(q_loc)) + 1
-    groups = [(r0, r1, np.flatnonzero(g_loc != q_loc[r0])) for r0, r1 in zip([0, *bounds], [*bounds, len(query)])]
+    order, so ties are broken as over the whole gallery. Queries already sorted by location
+    are taken as slices, others gathered; the rankings come back in the queries' order."""
+    q_loc = camera_locations(q_cams, locations)
+    g_loc = camera_locations(g_cams, locations)
+    order = np.argsort(q_loc, kind="stable")
+    bounds = np.flatnonzero(np.diff(q_loc[order])) + 1
+    in_order = bool(np.all(order[1:] > order[:-1]))
+    groups = [(order[r0:r1], np.flatnonzero(g_loc != q_loc[order[r0]]))
+              for r0, r1 in zip([0, *bounds], [*bounds, len(order)])]
     # every distance block first: BLAS threads keep spinning for a while after a product,
     # which would slow the ranking threads down after each block
-    dists = [squared_euclidean(q_feats[r0:r1], g_feats if cols.size == len(union) else g_feats.take(cols, axis=0),
-                               device=device) if cols.size else None for r0, r1, cols in groups]
-    parts = [[_skipped(r1 - r0)] * len(masks) if dist is None  # no column left: every query is skipped
-             else rank_trials(dist, q_ids[r0:r1], g_ids[cols], trial_masks=masks[:, cols])
-             for dist, (r0, r1, cols) in zip(dists, groups)]
+    dists = [squared_euclidean(q_feats[rows[0]:rows[-1] + 1] if in_order else q_feats.take(rows, axis=0),
+                               g_feats if cols.size == len(g_ids) else g_feats.take(cols, axis=0), device=device)
+             if cols.size else None for rows, cols in groups]
+    parts = [[_skipped(len(rows))] * len(masks) if dist is None  # no column left: every query is skipped
+             else rank_trials(dist, q_ids[rows], g_ids[cols], trial_masks=masks[:, cols])
+             for dist, (rows, cols) in zip(dists, groups)]
     del dists
     merged = []
     for t, mask in enumerate(masks):
-        fields = {name: np.concatenate([getattr(part[t], name) for part in parts])
-                  for name in ("valid", "ap", "inp", "cmc_rank", "num_matches")}
+        fields = {}
+        for name in ("valid", "ap", "inp", "cmc_rank", "num_matches"):
+            values = np.concatenate([getattr(part[t], name) for part in parts])
+            fields[name] = values if in_order else values[np.argsort(order)]
         merged.append(TrialRanking(**fields, num_identities=len(np.unique(g_ids[mask]))))
     return merged
 
@@ -205,9 +212,12 @@ def evaluate_cross_modal(query_feats, query_ids, query_cams, gallery_feats, gall
     if dataset not in DATASET_RULES:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASET_RULES)}")
     rules = DATASET_RULES[dataset]
-    dist = squared_euclidean(to_numpy(query_feats), to_numpy(gallery_feats), normalize=rules["normalize"])
-    (ranking,) = rank_trials(dist, to_numpy(query_ids), to_numpy(gallery_ids), to_numpy(query_cams),
-                             to_numpy(gallery_cams), locations=rules["locations"])
+    q_feats, g_feats = to_numpy(query_feats, np.float32), to_numpy(gallery_feats, np.float32)
+    if rules["normalize"]:
+        q_feats, g_feats = normalize_rows(q_feats), normalize_rows(g_feats)
+    g_ids = to_numpy(gallery_ids)
+    (ranking,) = _rank_by_location(q_feats, to_numpy(query_ids), to_numpy(query_cams), g_feats, g_ids,
+                                   to_numpy(gallery_cams), rules["locations"], np.ones((1, len(g_ids)), dtype=bool))
     out = _aggregate(f"{dataset} validation", [0], [ranking])
     return {"distance": distance_name(rules["normalize"]), **{k: out[k] for k in (*METRICS, "cmc", "n_queries",
                                                                                     "n_queries_skipped")}}

@@ -154,15 +154,14 @@ class Protocol:
             raise ProtocolError(f"{self.name}: the permutation file has {len(drawn)} trials; trial {late[0]} requested")
         wanted = drawn[trial_list]  # the keys are distinct: each drawn image is found by binary search
         at = np.minimum(np.searchsorted(present, wanted), len(present) - 1)
-        found = present[at] == wanted
+        hit = present[at] == wanted
+        out = []
         for row, t in enumerate(trial_list):
-            if not found[row].all():
-                missing = wanted[row][~found[row]]
+            if not hit[row].all():
+                missing = wanted[row][~hit[row]]
                 cam, rest = divmod(int(missing[0]), 10 ** 8)
                 raise ProtocolError(f"{self.name}: trial {t}: the permutation file names {missing.size} image(s) "
                                     f"absent from the gallery, e.g. cam{cam}/{rest // 10_000:04d}/{rest % 10_000:04d}")
-        out = []
-        for row, t in enumerate(trial_list):
             drawn_here = np.zeros(len(gallery), dtype=bool)
             drawn_here[order[at[row]]] = True
             out.append(Trial(t, query, gallery[drawn_here]))
