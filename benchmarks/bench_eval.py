@@ -27,7 +27,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import harness  # noqa: F401  (before numpy: its BLAS settings, as for the `vireid` command)
+import vireid.harness  # noqa: F401  (before numpy: its BLAS settings, as for the `vireid` command)
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,11 +35,11 @@ sys.path.insert(0, str(REPO / "tests"))  # the slow reference implementations
 
 from eval_reference import reference_metrics, reference_rerank  # noqa: E402
 
-from harness.evaluation.distance import normalize_rows, squared_euclidean  # noqa: E402
-from harness.evaluation.evaluate import evaluate_protocol_arrays  # noqa: E402
-from harness.evaluation.metrics import rank_trials, summarize  # noqa: E402
-from harness.evaluation.protocols import get_protocol  # noqa: E402
-from harness.evaluation.rerank import rerank_from_distance  # noqa: E402
+from vireid.harness.evaluation.distance import normalize_rows, squared_euclidean  # noqa: E402
+from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays  # noqa: E402
+from vireid.harness.evaluation.metrics import rank_trials, summarize  # noqa: E402
+from vireid.harness.evaluation.protocols import get_protocol  # noqa: E402
+from vireid.harness.evaluation.rerank import rerank_from_distance  # noqa: E402
 
 
 def best_of(fn, repeats: int):

@@ -33,7 +33,7 @@ def parse_config(text: str) -> tuple[str, int, int, int, int]:
 
 
 def time_config(method: str, text: str, steps: int, warmup: int, num_classes: int) -> dict:
-    from methods import build_model, trainable_parameters
+    from vireid.methods import build_model, trainable_parameters
 
     backbone, height, width, p, k = parse_config(text)
     torch.manual_seed(0)

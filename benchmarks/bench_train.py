@@ -31,7 +31,7 @@ def synthetic_batches(n_images: int, height: int, width: int, num_classes: int, 
 
 
 def identity_batches(labels: np.ndarray, modality: np.ndarray, p: int, k: int, seed: int):
-    from datasets.samplers import ModalityBalancedIdentitySampler
+    from vireid.datasets.samplers import ModalityBalancedIdentitySampler
 
     sampler = ModalityBalancedIdentitySampler(labels, modality, p=p, k=k, seed=seed)
     while True:
@@ -41,7 +41,7 @@ def identity_batches(labels: np.ndarray, modality: np.ndarray, p: int, k: int, s
 
 
 def build(backbone: str, num_classes: int, device: torch.device, channels_last: bool):
-    from methods import build_model
+    from vireid.methods import build_model
 
     model = build_model("idkl", num_classes=num_classes, backbone=backbone, weights="none", last_stride=1,
                         loss=None, profile="code").to(device)
@@ -52,7 +52,7 @@ def build(backbone: str, num_classes: int, device: torch.device, channels_last: 
 
 def run_config(name: str, args, device: torch.device, amp: torch.dtype | None, channels_last: bool,
                compile_model: bool, pipeline: str, data) -> dict:
-    from datasets.transforms import TrainAugment, build_pil_transform
+    from vireid.datasets.transforms import TrainAugment, build_pil_transform
 
     images, labels, modality = data
     torch.manual_seed(0)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "args": vars(args)}
     if args.json:
-        from harness.io import atomic_write_json
+        from vireid.harness.io import atomic_write_json
 
         atomic_write_json(Path(args.json), {"env": env, "results": results})
     return 0

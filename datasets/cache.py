@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DatasetError
+from vireid.datasets.errors import DatasetError
 
 __all__ = ["ImageCache", "cache_path", "build_cache", "open_cache", "remove_stale_caches"]
 
@@ -30,7 +30,7 @@ def cache_path(prepared_dir, fingerprint: str, size: tuple[int, int]) -> Path:
 
 def _fill(tmp: Path, root: Path, paths: list[str], size: tuple[int, int], workers: int, progress: bool) -> None:
     """Decode into a fresh .npy memmap at ``tmp``; the map is closed when this returns."""
-    from datasets.images import load_resized, parallel_map
+    from vireid.datasets.images import load_resized, parallel_map
 
     height, width = size
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), height, width, 3))
@@ -45,7 +45,7 @@ def _fill(tmp: Path, root: Path, paths: list[str], size: tuple[int, int], worker
 
 def build_cache(prepared_dir, manifest, size: tuple[int, int], workers: int = 2, progress: bool = True) -> Path:
     """Decode + resize every record image of ``manifest`` into the cache file (atomically)."""
-    from harness.io import atomic_path
+    from vireid.harness.io import atomic_path
 
     path = cache_path(prepared_dir, manifest.fingerprint, size)
     with atomic_path(path, suffix=".npy.tmp") as tmp:

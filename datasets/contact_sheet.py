@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasets.errors import DatasetError
+from vireid.datasets.errors import DatasetError
 
 __all__ = ["contact_sheet"]
 
@@ -36,8 +36,8 @@ def contact_sheet(root, out, n_ids: int = 6, dataset: str = "sysu", per_modality
     = (height, width) pixels. Returns the output path."""
     from PIL import Image, ImageDraw
 
-    from datasets.manifest import read_layout
-    from harness.io import atomic_save
+    from vireid.datasets.manifest import read_layout
+    from vireid.harness.io import atomic_save
 
     root = Path(root)
     records = read_layout(dataset, root, split).records

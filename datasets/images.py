@@ -13,7 +13,7 @@ from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 
-from datasets.errors import DatasetError
+from vireid.datasets.errors import DatasetError
 
 T = TypeVar("T")
 

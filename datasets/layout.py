@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from datasets.errors import DatasetError
+from vireid.datasets.errors import DatasetError
 
 __all__ = ["Layout", "IndexEntry", "require_dir", "require_file", "read_index_file", "check_disjoint",
            "indexed_records"]

@@ -22,9 +22,9 @@ from typing import Any
 
 import pandas as pd
 
-from datasets.errors import DatasetError, DatasetWarning
-from datasets.layout import Layout
-from datasets.schema import MODALITIES, SPLITS, validate_records
+from vireid.datasets.errors import DatasetError, DatasetWarning
+from vireid.datasets.layout import Layout
+from vireid.datasets.schema import MODALITIES, SPLITS, validate_records
 
 FORMAT = "vireid-manifest"
 VERSION = 1
@@ -103,7 +103,7 @@ def _fingerprint(dataset: str, split: int, records: pd.DataFrame, files: list[tu
 
 def read_layout(dataset: str, root, split: int = 1) -> Layout:
     """The adapter's layout with its records checked against the schema (no decoding)."""
-    from datasets.registry import get_adapter
+    from vireid.datasets.registry import get_adapter
 
     root = Path(root).resolve()
     layout = get_adapter(dataset).read(root, split)
@@ -118,7 +118,7 @@ def build_manifest(dataset: str, root, split: int = 1, workers: int = 2, progres
     """Read, validate and fingerprint the dataset at ``root``; raise :class:`DatasetError` on
     any problem. Identities seen in one modality only are a :class:`DatasetWarning`.
     ``layout``: what :func:`read_layout` returned for the same arguments, if already read."""
-    from datasets.images import inspect_images
+    from vireid.datasets.images import inspect_images
 
     root = Path(root).resolve()
     layout = layout or read_layout(dataset, root, split)
@@ -155,7 +155,7 @@ def _check_suffix(path: Path) -> None:
 def write_manifest(manifest: Manifest, path) -> tuple[Path, Path]:
     """Write the records to ``path`` (.parquet or .csv) and the sidecar JSON next to it,
     each atomically; return both paths."""
-    from harness.io import atomic_path, atomic_write_json
+    from vireid.harness.io import atomic_path, atomic_write_json
 
     path = Path(path)
     _check_suffix(path)

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datasets.cache import ImageCache, build_cache, cache_path, open_cache, remove_stale_caches
-from datasets.errors import DatasetError
-from datasets.manifest import Manifest, build_manifest, read_layout, read_manifest, stat_digest, write_manifest
+from vireid.datasets.cache import ImageCache, build_cache, cache_path, open_cache, remove_stale_caches
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.manifest import Manifest, build_manifest, read_layout, read_manifest, stat_digest, write_manifest
 
 MANIFEST_NAME = "manifest.parquet"
 NOT_PREPARED = "run `vireid data prepare` (or `dvc repro prepare`) first"
@@ -52,11 +52,11 @@ def prepare(dataset: str, root, prepared_dir, size=(384, 144), synth: dict[str, 
             split: int = 1, workers: int = 2, progress: bool = True) -> dict[str, Any]:
     """Make ``<prepared_dir>/manifest.parquet`` (+ .json) and the image cache at ``size``.
 
-    ``synth`` (keys of :class:`datasets.synth.SynthSettings`, with ``image_size``) first
+    ``synth`` (keys of :class:`vireid.datasets.synth.SynthSettings`, with ``image_size``) first
     writes a synthetic dataset in the layout of ``dataset`` at ``root`` unless one with the
     same settings is there. Returns a JSON-able summary.
     """
-    from datasets.synth import SynthSettings, ensure_synthetic
+    from vireid.datasets.synth import SynthSettings, ensure_synthetic
 
     started = time.perf_counter()
     size = _check_size(size)

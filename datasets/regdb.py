@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from datasets.layout import Layout, indexed_records, require_dir
-from datasets.schema import INFRARED, VISIBLE
+from vireid.datasets.layout import Layout, indexed_records, require_dir
+from vireid.datasets.schema import INFRARED, VISIBLE
 
 SPLITS = tuple(range(1, 11))
 VISIBLE_CAM, THERMAL_CAM = 2, 3

@@ -1,13 +1,13 @@
-"""Dataset adapters by name: ``get_adapter("sysu").read(root, split)`` -> :class:`~datasets.layout.Layout`."""
+"""Dataset adapters by name: ``get_adapter("sysu").read(root, split)`` -> :class:`~vireid.datasets.layout.Layout`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from datasets import llcm, regdb, sysu
-from datasets.errors import DatasetError
-from datasets.layout import Layout
+from vireid.datasets import llcm, regdb, sysu
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.layout import Layout
 
 __all__ = ["Adapter", "get_adapter", "list_datasets"]
 
@@ -20,7 +20,7 @@ class Adapter:
     reader: Callable[[Path, int], Layout]
 
     def read(self, root, split: int = 1) -> Layout:
-        """Read and check the layout under ``root`` (no image decoding; see datasets.manifest)."""
+        """Read and check the layout under ``root`` (no image decoding; see vireid.datasets.manifest)."""
         if split not in self.splits:
             raise DatasetError(f"{self.label} has splits {list(self.splits)}; got split {split}")
         return self.reader(Path(root), split)

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from datasets.errors import DatasetWarning
+from vireid.datasets.errors import DatasetWarning
 
 __all__ = ["ModalityBalancedIdentitySampler", "RandomBatchSampler"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from datasets.errors import DatasetError
+from vireid.datasets.errors import DatasetError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -3,7 +3,7 @@
 ``ensure_synthetic(root, layout, settings)`` writes a dataset at ``root`` exactly as the
 real SYSU-MM01, RegDB or LLCM is laid out (folders, file names, image formats, id lists,
 index files, ``rand_perm_cam.mat``), so the same adapters, protocols and cache read it.
-The drawing itself is in :mod:`datasets.synth_render`.
+The drawing itself is in :mod:`vireid.datasets.synth_render`.
 
 Everything derives from ``settings.seed``: identical settings give byte-identical files.
 A ``synth.json`` stamp in the root records the settings; a root whose stamp matches is
@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from datasets.errors import DatasetError
-from datasets.synth_render import Identities, draw_camera, draw_identities, draw_views, render
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.synth_render import Identities, draw_camera, draw_identities, draw_views, render
 
 GENERATOR = "vireid-bench synthetic"
 GENERATOR_VERSION = 1
@@ -159,8 +159,8 @@ def _index_lines(entries: list[tuple[str, int]], ids: list[int]) -> str:
 
 
 def _write_sysu(root: Path, s: SynthSettings) -> list[_Shoot]:
-    from datasets.sysu import ID_FILES, PERM_FILE, image_path
-    from datasets.sysu_perm import write_rand_perm_cam
+    from vireid.datasets.sysu import ID_FILES, PERM_FILE, image_path
+    from vireid.datasets.sysu_perm import write_rand_perm_cam
 
     pids = range(1, s.n_ids + 1)
     for name, ids in _split_ids(s, "sysu", 0).items():
@@ -176,7 +176,7 @@ def _write_sysu(root: Path, s: SynthSettings) -> list[_Shoot]:
 
 
 def _write_regdb(root: Path, s: SynthSettings) -> list[_Shoot]:
-    from datasets.regdb import THERMAL_CAM, VISIBLE_CAM, index_files
+    from vireid.datasets.regdb import THERMAL_CAM, VISIBLE_CAM, index_files
 
     jobs = [_Shoot(cam, folder == "Thermal", [(pid, k, f"{folder}/{pid}/{letter}_{pid:04d}_{k + 1:02d}.bmp")
                                               for pid in range(1, s.n_ids + 1) for k in range(s.images_per_cam)],
@@ -192,7 +192,7 @@ def _write_regdb(root: Path, s: SynthSettings) -> list[_Shoot]:
 
 
 def _write_llcm(root: Path, s: SynthSettings) -> list[_Shoot]:
-    from datasets.llcm import INDEX_FILES
+    from vireid.datasets.llcm import INDEX_FILES
 
     jobs = []
     entries: dict[str, list[tuple[str, int]]] = {"vis": [], "nir": []}

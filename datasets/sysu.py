@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datasets.errors import DatasetError
-from datasets.layout import Layout, check_disjoint, require_dir, require_file
-from datasets.schema import INFRARED, VISIBLE
-from datasets.sysu_perm import read_rand_perm_cam
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.layout import Layout, check_disjoint, require_dir, require_file
+from vireid.datasets.schema import INFRARED, VISIBLE
+from vireid.datasets.sysu_perm import read_rand_perm_cam
 
 CAMERAS = (1, 2, 3, 4, 5, 6)
 INFRARED_CAMERAS = (3, 6)

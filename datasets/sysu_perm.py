@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.errors import DatasetError
+from vireid.datasets.errors import DatasetError
 
 VARIABLE = "rand_perm_cam"
 NUM_CAMERAS = 6
-HEADER = "MATLAB 5.0 MAT-file, written by vireid-bench (datasets.sysu_perm)"
+HEADER = "MATLAB 5.0 MAT-file, written by vireid-bench (vireid.datasets.sysu_perm)"
 
 __all__ = ["read_rand_perm_cam", "write_rand_perm_cam", "image_keys", "gallery_keys", "VARIABLE"]
 

@@ -5,5 +5,5 @@ import os
 # every matrix product; the evaluation's ranking threads, which start right after the
 # distance GEMM, would share a core with them. 2**4 cycles lets them sleep at once. OpenBLAS
 # reads this when it loads, so it takes effect when harness is imported before numpy (the
-# `vireid` command, `python -m harness`); a value set by the user is kept.
+# `vireid` command, `python -m vireid.harness`); a value set by the user is kept.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")

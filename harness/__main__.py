@@ -1,5 +1,5 @@
-"""`python -m harness` is the same as the `vireid` console script."""
-from harness.cli import main
+"""`python -m vireid.harness` is the same as the `vireid` console script."""
+from vireid.harness.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

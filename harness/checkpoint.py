@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.io import atomic_save
+from vireid.harness.io import atomic_save
 
 FORMAT_VERSION = 1
 

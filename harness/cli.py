@@ -1,4 +1,4 @@
-"""The `vireid` command line: a thin dispatcher over `harness.commands.*` modules."""
+"""The `vireid` command line: a thin dispatcher over `vireid.harness.commands.*` modules."""
 from __future__ import annotations
 
 import argparse
@@ -7,14 +7,14 @@ import sys
 
 # Command modules, in the order their commands appear in `vireid --help`.
 COMMAND_MODULES = (
-    "harness.commands.data",
-    "harness.commands.train",
-    "harness.commands.evaluate",
-    "harness.commands.eval_features",
-    "harness.commands.describe_model",
-    "harness.commands.tune",
-    "harness.commands.report",
-    "harness.commands.ui",
+    "vireid.harness.commands.data",
+    "vireid.harness.commands.train",
+    "vireid.harness.commands.evaluate",
+    "vireid.harness.commands.eval_features",
+    "vireid.harness.commands.describe_model",
+    "vireid.harness.commands.tune",
+    "vireid.harness.commands.report",
+    "vireid.harness.commands.ui",
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
-from harness.schema import ConfigError, build, flatten, to_dict
+from vireid.harness.schema import ConfigError, build, flatten, to_dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
@@ -209,7 +209,7 @@ class Params:
     experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
 
     def validate(self, path: str) -> None:
-        from methods import validate_loss_config
+        from vireid.methods import validate_loss_config
 
         # The loss block is validated against the method's own loss schema.
         validate_loss_config(self.model.method, self.loss, path="loss")
@@ -339,6 +339,6 @@ def load_params(
 
 
 def dump_params(params: Params, path: str | Path) -> None:
-    from harness.io import atomic_write_text
+    from vireid.harness.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(params.to_dict(), sort_keys=False))

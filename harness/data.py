@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datasets.schema import MODALITY_CODE
+from vireid.datasets.schema import MODALITY_CODE
 
 
 @dataclass
@@ -31,7 +31,7 @@ class PreparedData:
 
 def load_prepared(data_cfg: Any) -> PreparedData:
     """Open the manifest and image cache that `vireid data prepare` wrote."""
-    from datasets.prepare import open_prepared
+    from vireid.datasets.prepare import open_prepared
 
     manifest, cache = open_prepared(data_cfg.prepared_dir, (data_cfg.image_height, data_cfg.image_width))
     return PreparedData(records=manifest.records.reset_index(drop=True), images=cache.images,
@@ -118,8 +118,8 @@ def extract_features(model: torch.nn.Module, data: PreparedData, indices: np.nda
 
 
 def prepare_from_params(data_cfg: Any) -> dict[str, Any]:
-    """Map the `data` params block onto `datasets.prepare.prepare` (synthesise if asked)."""
-    from datasets.prepare import prepare
+    """Map the `data` params block onto `vireid.datasets.prepare.prepare` (synthesise if asked)."""
+    from vireid.datasets.prepare import prepare
 
     synth = data_cfg.synthetic
     synth_args = None

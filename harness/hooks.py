@@ -11,10 +11,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from harness.io import atomic_write_text
+from vireid.harness.io import atomic_write_text
 
 if TYPE_CHECKING:
-    from harness.trainer import Trainer
+    from vireid.harness.trainer import Trainer
 
 
 class Hook:

@@ -17,9 +17,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness import distributed as dist
-from harness.config import Params, dump_params
-from harness.io import atomic_save, atomic_write_json, atomic_write_text
+from vireid.harness import distributed as dist
+from vireid.harness.config import Params, dump_params
+from vireid.harness.io import atomic_save, atomic_write_json, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -48,7 +48,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_method(params: Params, num_classes: int) -> torch.nn.Module:
-    from methods import build_model
+    from vireid.methods import build_model
 
     return build_model(params.model.method, num_classes=num_classes, backbone=params.model.backbone,
                        weights=params.model.weights, last_stride=params.model.last_stride,
@@ -76,7 +76,7 @@ def features_arrays(data, feats_q: np.ndarray, feats_g: np.ndarray, q_idx: np.nd
 
 def evaluate_arrays(arrays: dict[str, np.ndarray], protocols: list[str], data_root: Path, rerank: bool,
                     rerank_params: Any, fingerprint: str, trials: list[int] | None = None) -> list[dict[str, Any]]:
-    from harness.evaluation.evaluate import evaluate_protocol_arrays
+    from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays
 
     return [evaluate_protocol_arrays(arrays, name, data_root=data_root, trials=trials, rerank=rerank,
                                      k1=rerank_params.k1, k2=rerank_params.k2, lam=rerank_params.lam,
@@ -86,8 +86,8 @@ def evaluate_arrays(arrays: dict[str, np.ndarray], protocols: list[str], data_ro
 
 def validation_fn(model, data, val_idx, batch_size, transform, device, amp_dtype) -> Callable[[], dict]:
     """Cross-modal validation on held-out training identities: infrared -> visible, all images."""
-    from harness.evaluation.evaluate import evaluate_cross_modal
-    from harness.data import extract_features
+    from vireid.harness.evaluation.evaluate import evaluate_cross_modal
+    from vireid.harness.data import extract_features
 
     q_idx, g_idx = query_gallery_indices(data.records, "train", val_idx)
 
@@ -115,13 +115,13 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
                  mlflow_parent: str | None = None, run_name: str | None = None,
                  extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train, select, test and write every output of one run. Returns the metrics dict."""
-    from datasets.samplers import ModalityBalancedIdentitySampler
-    from datasets.transforms import EvalTransform, TrainAugment
-    from harness import tracking
-    from harness.data import TrainBatches, extract_features, load_prepared, split_identities
-    from harness.evaluation.features_file import save_features
-    from harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
-    from harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
+    from vireid.datasets.samplers import ModalityBalancedIdentitySampler
+    from vireid.datasets.transforms import EvalTransform, TrainAugment
+    from vireid.harness import tracking
+    from vireid.harness.data import TrainBatches, extract_features, load_prepared, split_identities
+    from vireid.harness.evaluation.features_file import save_features
+    from vireid.harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
+    from vireid.harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
 
     run_dir = Path(run_dir)
     rank, world = dist.rank(), dist.world_size()

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from harness.config import REPO_ROOT
+from vireid.harness.config import REPO_ROOT
 
 DEFAULT_URI = f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
 DEFAULT_ARTIFACTS = (REPO_ROOT / "mlartifacts").as_uri()

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from harness.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from harness.hooks import Hook
+from vireid.harness.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vireid.harness.hooks import Hook
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from harness.config import Params, REPO_ROOT, TuneConfig, load_params
-from harness.io import atomic_write_text
+from vireid.harness.config import Params, REPO_ROOT, TuneConfig, load_params
+from vireid.harness.io import atomic_write_text
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 
@@ -68,7 +68,7 @@ def ensure_parent_run(study, params: Params) -> str | None:
     """The study's MLflow parent run id (created once, remembered in the study)."""
     if not params.tracking.enabled:
         return None
-    from harness import tracking
+    from vireid.harness import tracking
     import mlflow
 
     existing = study.user_attrs.get(PARENT_RUN_ATTR)
@@ -98,7 +98,7 @@ class Objective:
     def __call__(self, trial) -> float:
         import optuna
 
-        from harness.runner import run_training
+        from vireid.harness.runner import run_training
 
         base = load_params(self.params_path, None, self.base_overrides, self.dataset)
         cfg = base.tune

@@ -1,12 +1,12 @@
 """Methods: backbones, layers, losses, IDKL (+ the baseline = IDKL with its terms off) and AGW.
 
-    from methods import build_model
+    from vireid.methods import build_model
     model = build_model("idkl", num_classes=395, backbone="resnet50", weights="none")
 """
-from methods.registry import (PROFILES, build_model, get_method, list_methods, register_method, resolve_loss_config,
+from vireid.methods.registry import (PROFILES, build_model, get_method, list_methods, register_method, resolve_loss_config,
                               validate_loss_config)
-from methods.idkl import IDKL, IDKL_ONLY_TERMS, IDKL_TERMS, IDKLLossConfig, profile_defaults
-from methods.agw import AGW, AGWLossConfig
+from vireid.methods.idkl import IDKL, IDKL_ONLY_TERMS, IDKL_TERMS, IDKLLossConfig, profile_defaults
+from vireid.methods.agw import AGW, AGWLossConfig
 
 __all__ = [
     "PROFILES", "build_model", "get_method", "list_methods", "register_method", "resolve_loss_config",

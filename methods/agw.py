@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from methods import losses as L
-from methods.backbones import FEATURE_DIMS, build_resnet, check_backbone, load_weights, stem
-from methods.layers import BNNeck, GeM, NonLocal
-from methods.registry import LossSchema, check_profile, config_error, register_method
+from vireid.methods import losses as L
+from vireid.methods.backbones import FEATURE_DIMS, build_resnet, check_backbone, load_weights, stem
+from vireid.methods.layers import BNNeck, GeM, NonLocal
+from vireid.methods.registry import LossSchema, check_profile, config_error, register_method
 
 AGW_TERMS = ("id", "triplet")
 # Non-local blocks per stage in the AGW code (ResNet-50: after blocks 2,3 of layer2 and 3,4,5 of layer3).

@@ -6,7 +6,7 @@ called as ``builder(num_classes, backbone=, weights=, last_stride=, loss=<resolv
 Loss mappings may be flat (``triplet_weight: 2``) or nested by term
 (``triplet: {enabled: true, weight: 2, margin: 1.3}``): ``<term>.enabled`` -> field ``<term>``,
 ``<term>.<x>`` -> field ``<term>_<x>``, and ``<term>: true/false`` is ``<term>.enabled``.
-Errors name the key path; they are ``harness.schema.ConfigError`` when the harness is
+Errors name the key path; they are ``vireid.harness.schema.ConfigError`` when the harness is
 importable (a ``ValueError`` either way).
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def build_model(name: str, num_classes: int, backbone: str = "resnet50", weights
 # --- typed loss mappings ------------------------------------------------------------------------
 def config_error(message: str) -> ValueError:
     try:
-        from harness.schema import ConfigError
+        from vireid.harness.schema import ConfigError
     except ImportError:  # methods/ used without the harness
         return ValueError(message)
     return ConfigError(message)

@@ -32,7 +32,7 @@ class Case:
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vireid.harness", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
@@ -307,7 +307,7 @@ def write_table(out: Path) -> None:
               "(`tests/test_training.py`), NaN/Inf losses (`tests/test_faults.py`), failing Optuna\n"
               "trials (`tests/test_study.py`).\n\n"
               "| bad input | exit code | message |\n|---|---|---|\n")
-    from harness.io import atomic_write_text
+    from vireid.harness.io import atomic_write_text
 
     atomic_write_text(out, header + "\n".join(rows) + "\n")
 

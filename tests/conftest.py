@@ -14,8 +14,8 @@ from study_support import tiny_overrides  # noqa: E402
 @pytest.fixture(scope="session")
 def prepared_tiny(tmp_path_factory) -> Path:
     """The real prepare path (synthesise -> manifest -> uint8 cache) at tiny sizes."""
-    from harness.config import load_params
-    from harness.data import prepare_from_params
+    from vireid.harness.config import load_params
+    from vireid.harness.data import prepare_from_params
 
     prepared = tmp_path_factory.mktemp("prepared") / "synth-sysu"
     params = load_params(dataset="synth-sysu", overrides=tiny_overrides(prepared))

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.synth import SynthSettings, generate
-from datasets.sysu_perm import write_rand_perm_cam
+from vireid.datasets.synth import SynthSettings, generate
+from vireid.datasets.sysu_perm import write_rand_perm_cam
 
 TINY = dict(n_ids=8, images_per_cam=2, height=32, width=16)
 

@@ -4,7 +4,7 @@ Everything here loops over queries (metrics) or over rows (re-ranking) in the cl
 of the public code; only the documented rules are shared with the fast code:
 ties are broken by gallery index (stable sort), same-location entries are dropped,
 queries without a true match are skipped, and re-ranking follows the float16 formulation
-described in docs/evaluation.md. Nothing from harness.evaluation is imported.
+described in docs/evaluation.md. Nothing from vireid.harness.evaluation is imported.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.sysu_perm import write_rand_perm_cam
+from vireid.datasets.sysu_perm import write_rand_perm_cam
 
 # Images per (person, camera) of the tiny SYSU tree; 0 = the person has no image there.
 # Person 5 is seen by visible camera 2 only: indoor search drops it for camera-3 queries.

@@ -40,7 +40,7 @@ def tiny_overrides(prepared: Path, tracking_uri: str | None = None, **extra) -> 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    proc = subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=full_env,
+    proc = subprocess.run([sys.executable, "-m", "vireid.harness", *args], cwd=REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"vireid {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

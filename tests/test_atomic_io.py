@@ -5,8 +5,8 @@ import errno
 
 import pytest
 
-from harness import cli
-from harness.io import atomic_save, atomic_write_json
+from vireid.harness import cli
+from vireid.harness.io import atomic_save, atomic_write_json
 
 
 def test_full_disk_leaves_the_previous_file_and_no_temp(tmp_path):
@@ -27,7 +27,7 @@ def test_cli_reports_a_full_disk_as_a_clear_error(monkeypatch, capsys, tmp_path)
     def full_disk(path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    import harness.report.render as render
+    import vireid.harness.report.render as render
 
     monkeypatch.setattr(render, "build_report", lambda *a, **k: full_disk(tmp_path / "report.md"))
     code = cli.main(["report", "--runs", str(tmp_path), "--out", str(tmp_path / "out"), "--no-published"])

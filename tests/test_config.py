@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.config import ConfigError, list_experiments, load_params, parse_override
-from harness.schema import build
-from harness.config import TrainConfig, SearchParam
+from vireid.harness.config import ConfigError, list_experiments, load_params, parse_override
+from vireid.harness.schema import build
+from vireid.harness.config import TrainConfig, SearchParam
 
 
 def test_default_params_load_and_are_typed():

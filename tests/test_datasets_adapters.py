@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from datasets_support import make_llcm, make_regdb, make_sysu, tiny_synth
 
-from datasets.errors import DatasetError
-from datasets.registry import get_adapter, list_datasets
-from datasets.schema import RECORD_COLUMNS, validate_records
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.registry import get_adapter, list_datasets
+from vireid.datasets.schema import RECORD_COLUMNS, validate_records
 
 
 def test_registry_lists_the_three_datasets():

@@ -6,7 +6,7 @@ import json
 from datasets_support import TINY, make_sysu
 from PIL import Image
 
-from harness.cli import main
+from vireid.harness.cli import main
 
 
 def test_synth_then_check(tmp_path, capsys):

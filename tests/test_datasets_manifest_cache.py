@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from datasets_support import TINY, make_regdb
 
-from datasets.cache import cache_path
-from datasets.errors import DatasetError
-from datasets.images import load_resized
-from datasets.manifest import build_manifest, read_manifest, sidecar_path, write_manifest
-from datasets.prepare import MANIFEST_NAME, open_prepared, prepare
+from vireid.datasets.cache import cache_path
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.images import load_resized
+from vireid.datasets.manifest import build_manifest, read_manifest, sidecar_path, write_manifest
+from vireid.datasets.prepare import MANIFEST_NAME, open_prepared, prepare
 
 SYNTH = {**{k: v for k, v in TINY.items() if k not in ("height", "width")}, "image_size": (32, 16), "seed": 0,
          "difficulty": 0.5}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.errors import DatasetWarning
-from datasets.samplers import ModalityBalancedIdentitySampler, RandomBatchSampler
+from vireid.datasets.errors import DatasetWarning
+from vireid.datasets.samplers import ModalityBalancedIdentitySampler, RandomBatchSampler
 
 
 def _toy(n_ids=12, seed=0):

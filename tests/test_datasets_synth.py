@@ -8,11 +8,11 @@ import pytest
 from datasets_support import TINY, tiny_synth, tree_digest
 from PIL import Image
 
-from datasets.errors import DatasetError
-from datasets.registry import get_adapter
-from datasets.synth import STAMP, SynthSettings, ensure_synthetic, generate
-from datasets.sysu import read_id_list
-from datasets.sysu_perm import read_rand_perm_cam
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.registry import get_adapter
+from vireid.datasets.synth import STAMP, SynthSettings, ensure_synthetic, generate
+from vireid.datasets.sysu import read_id_list
+from vireid.datasets.sysu_perm import read_rand_perm_cam
 
 
 @pytest.mark.parametrize("layout", ["sysu", "regdb", "llcm"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainAugment, build_pil_transform
+from vireid.datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainAugment, build_pil_transform
 
 H, W = 32, 16
 

@@ -9,12 +9,12 @@ import pytest
 import scipy.io
 from datasets_support import make_llcm, make_regdb, make_sysu
 
-from datasets.errors import DatasetError, DatasetWarning
-from datasets.manifest import build_manifest
-from datasets.prepare import prepare
-from datasets.samplers import ModalityBalancedIdentitySampler
-from datasets.schema import modality_codes
-from datasets.sysu_perm import read_rand_perm_cam, write_rand_perm_cam
+from vireid.datasets.errors import DatasetError, DatasetWarning
+from vireid.datasets.manifest import build_manifest
+from vireid.datasets.prepare import prepare
+from vireid.datasets.samplers import ModalityBalancedIdentitySampler
+from vireid.datasets.schema import modality_codes
+from vireid.datasets.sysu_perm import read_rand_perm_cam, write_rand_perm_cam
 
 
 def assert_rejected(dataset: str, root: Path, tmp_path: Path, *names: str) -> str:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from eval_support import cross_modal_arrays, sysu_tree
-from harness.cli import main
-from harness.evaluation.evaluate import evaluate_protocol_arrays
-from harness.evaluation.features_file import FeaturesFileError, load_features, save_features
-from harness.evaluation.protocols import ProtocolError
+from vireid.harness.cli import main
+from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays
+from vireid.harness.evaluation.features_file import FeaturesFileError, load_features, save_features
+from vireid.harness.evaluation.protocols import ProtocolError
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import harness.evaluation.metrics as metrics
+import vireid.harness.evaluation.metrics as metrics
 from eval_reference import reference_metrics
-from harness.evaluation.metrics import SYSU_LOCATIONS, compute_metrics, rank_trials, summarize
+from vireid.harness.evaluation.metrics import SYSU_LOCATIONS, compute_metrics, rank_trials, summarize
 
 
 def test_hand_worked_example():

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.evaluation.parallel import Workers, balanced_blocks, run_all
-from harness.evaluation.ragged import owners, segments
+from vireid.harness.evaluation.parallel import Workers, balanced_blocks, run_all
+from vireid.harness.evaluation.ragged import owners, segments
 
 
 @pytest.mark.parametrize("counts", [[], [0], [0, 0, 3], [2, 0, 0, 1, 0], [1, 1, 1], [5]])

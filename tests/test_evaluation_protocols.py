@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from datasets.errors import DatasetError
-from datasets.sysu_perm import gallery_keys, image_keys, read_rand_perm_cam, write_rand_perm_cam
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.sysu_perm import gallery_keys, image_keys, read_rand_perm_cam, write_rand_perm_cam
 from eval_reference import reference_metrics, reference_rerank, reference_sqdist
 from eval_support import cross_modal_arrays, sysu_trial_gallery, sysu_tree
-from harness.evaluation.distance import normalize_rows, squared_euclidean
-from harness.evaluation.evaluate import evaluate_cross_modal, evaluate_protocol_arrays, format_results
-from harness.evaluation.protocols import Protocol, ProtocolError, get_protocol
+from vireid.harness.evaluation.distance import normalize_rows, squared_euclidean
+from vireid.harness.evaluation.evaluate import evaluate_cross_modal, evaluate_protocol_arrays, format_results
+from vireid.harness.evaluation.protocols import Protocol, ProtocolError, get_protocol
 
 SYSU = {"sysu/all/single": ((1, 2, 4, 5), 1), "sysu/all/multi": ((1, 2, 4, 5), 10),
         "sysu/indoor/single": ((1, 2), 1), "sysu/indoor/multi": ((1, 2), 10)}

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import harness.evaluation.rerank as rerank
+import vireid.harness.evaluation.rerank as rerank
 from eval_reference import reference_metrics, reference_rerank
-from harness.evaluation.distance import squared_euclidean
-from harness.evaluation.rerank import k_reciprocal_rerank, rerank_from_distance, stable_topk
+from vireid.harness.evaluation.distance import squared_euclidean
+from vireid.harness.evaluation.rerank import k_reciprocal_rerank, rerank_from_distance, stable_topk
 
 
 def _features(rng, n, dim, n_ids, rounded=False):

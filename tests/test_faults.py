@@ -25,7 +25,7 @@ def test_kill_9_then_resume_matches_uninterrupted(prepared_tiny, tmp_path):
     extra = {"train.deterministic": "true", "train.epochs": 3, "train.steps_per_epoch": 6}
     run_cli(*cli_args(prepared_tiny, tmp_path / "full", **extra))
     victim = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", *cli_args(prepared_tiny, victim, **extra)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "vireid.harness", *cli_args(prepared_tiny, victim, **extra)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (victim / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -35,7 +35,7 @@ def test_kill_9_then_resume_matches_uninterrupted(prepared_tiny, tmp_path):
     proc.wait()
     assert not (victim / "metrics.json").exists()
     # Nothing half-written: the checkpoint that exists loads.
-    from harness.checkpoint import load_checkpoint
+    from vireid.harness.checkpoint import load_checkpoint
 
     assert load_checkpoint(victim / "checkpoint.pt")["epoch"] >= 1
     run_cli(*cli_args(prepared_tiny, victim, **extra), "--resume")
@@ -52,7 +52,7 @@ def test_nan_loss_names_term_epoch_and_step(prepared_tiny, tmp_path):
 
 
 def test_corrupt_and_foreign_checkpoints_are_refused(prepared_tiny, tmp_path):
-    from harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from vireid.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
@@ -78,7 +78,7 @@ def test_corrupt_and_foreign_checkpoints_are_refused(prepared_tiny, tmp_path):
 
 def test_ddp_two_processes_gloo(prepared_tiny, tmp_path):
     run_dir = tmp_path / "ddp"
-    args = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "harness",
+    args = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vireid.harness",
             *cli_args(prepared_tiny, run_dir, **{"train.epochs": 1})]
     proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))

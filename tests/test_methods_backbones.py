@@ -7,8 +7,8 @@ import torch
 from torchvision.models import resnet18
 
 from test_methods_losses import one_thread  # noqa: F401 (autouse fixture)
-from methods import build_model
-from methods.backbones import BACKBONES, FEATURE_DIMS, TinyResNet, back, build_resnet, front, load_weights
+from vireid.methods import build_model
+from vireid.methods.backbones import BACKBONES, FEATURE_DIMS, TinyResNet, back, build_resnet, front, load_weights
 
 
 @pytest.mark.parametrize("arch, front_dim", [("resnet18", 128), ("resnet34", 128), ("resnet50", 512)])

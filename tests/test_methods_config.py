@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import cli
-from harness.schema import ConfigError
+from vireid.harness import cli
+from vireid.harness.schema import ConfigError
 from test_methods_losses import one_thread  # noqa: F401 (autouse fixture)
-from methods import IDKL_ONLY_TERMS, list_methods, profile_defaults, resolve_loss_config, validate_loss_config
+from vireid.methods import IDKL_ONLY_TERMS, list_methods, profile_defaults, resolve_loss_config, validate_loss_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_validation_errors_name_the_key(method, loss, message):
 
 def test_experiment_overlays_validate():
     """Each experiment's loss block, as the harness composes it, is valid for its method."""
-    from harness.config import load_params
+    from vireid.harness.config import load_params
 
     for name in ("baseline", "idkl-decompose", "idkl-decompose-ip", "idkl-no-distalign", "idkl", "agw"):
         if (REPO / "experiments" / f"{name}.yaml").is_file():

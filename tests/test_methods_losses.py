@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from methods import losses as L
+from vireid.methods import losses as L
 
 TOL = dict(rel=1e-4, abs=1e-5)
 

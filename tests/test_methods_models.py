@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods import IDKL_ONLY_TERMS, IDKL_TERMS, build_model, trainable_parameters
-from methods.idkl import SPECIFIC_BRANCH_TERMS
+from vireid.methods import IDKL_ONLY_TERMS, IDKL_TERMS, build_model, trainable_parameters
+from vireid.methods.idkl import SPECIFIC_BRANCH_TERMS
 from test_methods_losses import one_thread  # noqa: F401 (autouse fixture)
 from test_methods_losses import (TOL, ref_bg_kl, ref_cross_entropy, ref_distalign, ref_entropy_margin,
                                  ref_modal_centroid, ref_pseudo_targets, ref_sm_kl, ref_triplet, ref_wrt)

@@ -23,7 +23,7 @@ if "report_make_runs" not in sys.modules:
     _spec.loader.exec_module(_mod)
 fx = sys.modules["report_make_runs"]
 
-from harness.report import build_report  # noqa: E402
+from vireid.harness.report import build_report  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = [("R1", "r1"), ("R10", "r10"), ("R20", "r20"), ("mAP", "mAP"), ("mINP", "mINP")]

@@ -18,9 +18,9 @@ if "report_make_runs" not in sys.modules:
     _spec.loader.exec_module(_mod)
 fx = sys.modules["report_make_runs"]
 
-from harness.report import ReportError, build_report  # noqa: E402
-from harness.report.collect import load_published, load_runs  # noqa: E402
-from harness.report.render import DEFAULT_PUBLISHED  # noqa: E402
+from vireid.harness.report import ReportError, build_report  # noqa: E402
+from vireid.harness.report.collect import load_published, load_runs  # noqa: E402
+from vireid.harness.report.render import DEFAULT_PUBLISHED  # noqa: E402
 
 
 def _one_run(tmp_path: Path) -> Path:
@@ -116,7 +116,7 @@ def test_published_csv_validation(tmp_path):
 
 
 def _parser():
-    from harness.commands import report
+    from vireid.harness.commands import report
 
     parser = argparse.ArgumentParser(prog="vireid")
     report.register(parser.add_subparsers(dest="command"))

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from harness.config import list_experiments, load_params, read_yaml
+from vireid.harness.config import list_experiments, load_params, read_yaml
 from study_support import REPO, tiny_overrides
 
 
@@ -25,7 +25,7 @@ def states(storage, name):
 
 
 def test_tuner_runs_trials_with_pruning_and_resumes(prepared_tiny, tmp_path):
-    from harness.tuning import run_study
+    from vireid.harness.tuning import run_study
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     overrides = tune_overrides(prepared_tiny, storage)
@@ -54,7 +54,7 @@ def test_tuner_runs_trials_with_pruning_and_resumes(prepared_tiny, tmp_path):
 
 
 def test_two_workers_share_one_journal_study(prepared_tiny, tmp_path):
-    from harness.tuning import run_study
+    from vireid.harness.tuning import run_study
 
     storage = str(tmp_path / "journal.log")
     run_study(None, tune_overrides(prepared_tiny, storage, **{"tune.pruner": "none"}), "shared", n_trials=4, jobs=2,
@@ -70,7 +70,7 @@ def test_two_workers_share_one_journal_study(prepared_tiny, tmp_path):
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(prepared_tiny, tmp_path):
-    from harness.tuning import run_study
+    from vireid.harness.tuning import run_study
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     overrides = tune_overrides(prepared_tiny, storage, **{"tune.overrides": "{loss.triplet.weight: .nan}"})

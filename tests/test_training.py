@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import list_experiments, load_params
+from vireid.harness.config import list_experiments, load_params
 from study_support import tiny_overrides
 
 
@@ -17,8 +17,8 @@ def params_for(prepared, tracking_uri=None, experiment="idkl", **extra):
 
 
 def test_training_lowers_the_loss_and_writes_every_output(prepared_tiny, tmp_path):
-    from harness.evaluation.features_file import load_features
-    from harness.runner import run_training
+    from vireid.harness.evaluation.features_file import load_features
+    from vireid.harness.runner import run_training
 
     params = params_for(prepared_tiny, **{"train.epochs": 4, "train.steps_per_epoch": 4, "train.lr": 1e-3})
     metrics = run_training(params, tmp_path / "run", progress=False)
@@ -42,7 +42,7 @@ def test_training_lowers_the_loss_and_writes_every_output(prepared_tiny, tmp_pat
 
 
 def test_resume_after_checkpoint_continues_exactly(prepared_tiny, tmp_path):
-    from harness.runner import run_training
+    from vireid.harness.runner import run_training
 
     extra = {"train.deterministic": "true", "train.epochs": 2}
     full = run_training(params_for(prepared_tiny, **extra), tmp_path / "full", progress=False)
@@ -59,7 +59,7 @@ def test_resume_after_checkpoint_continues_exactly(prepared_tiny, tmp_path):
 def test_mlflow_run_has_params_metrics_and_artifacts(prepared_tiny, tmp_path):
     import mlflow
 
-    from harness.runner import run_training
+    from vireid.harness.runner import run_training
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     metrics = run_training(params_for(prepared_tiny, uri), tmp_path / "run", progress=False)
@@ -78,8 +78,8 @@ def test_mlflow_run_has_params_metrics_and_artifacts(prepared_tiny, tmp_path):
 
 
 def test_unreachable_tracking_server_fails_before_training(prepared_tiny, tmp_path):
-    from harness.runner import run_training
-    from harness.tracking import TrackingError
+    from vireid.harness.runner import run_training
+    from vireid.harness.tracking import TrackingError
 
     params = params_for(prepared_tiny, "http://127.0.0.1:9")
     with pytest.raises(TrackingError, match="127.0.0.1:9"):
@@ -88,7 +88,7 @@ def test_unreachable_tracking_server_fails_before_training(prepared_tiny, tmp_pa
 
 
 def test_best_on_validation_selection(prepared_tiny, tmp_path):
-    from harness.runner import run_training
+    from vireid.harness.runner import run_training
 
     metrics = run_training(params_for(prepared_tiny, **{"train.select": "best"}), tmp_path / "run", progress=False)
     best = metrics["run"]["best_validation"]
@@ -98,7 +98,7 @@ def test_best_on_validation_selection(prepared_tiny, tmp_path):
 
 @pytest.mark.parametrize("name", list_experiments())
 def test_every_experiment_trains_a_few_steps(prepared_tiny, tmp_path, name):
-    from harness.runner import run_training
+    from vireid.harness.runner import run_training
 
     params = params_for(prepared_tiny, experiment=name, **{"train.epochs": 1, "train.steps_per_epoch": 2})
     metrics = run_training(params, tmp_path / name, progress=False)

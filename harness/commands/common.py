@@ -17,7 +17,7 @@ def add_params_args(parser: argparse.ArgumentParser, experiment: bool = True) ->
 
 
 def resolve(args: argparse.Namespace, extra: list[str] | None = None):
-    from harness.config import load_params
+    from vireid.harness.config import load_params
 
     return load_params(args.params, getattr(args, "experiment", None), list(extra or []) + list(args.overrides),
                        dataset=args.data)

@@ -8,7 +8,7 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from harness.commands.common import add_params_args
+    from vireid.harness.commands.common import add_params_args
 
     p = subparsers.add_parser("data", help="dataset tools: check, synth, prepare, contact-sheet",
                               description="Validate datasets, write manifests, generate synthetic data and "
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _datasets() -> list[str]:
-    from datasets.registry import list_datasets
+    from vireid.datasets.registry import list_datasets
 
     return list_datasets()
 
@@ -88,8 +88,8 @@ def _print_warnings(messages: list[str]) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from datasets.errors import DatasetWarning
-    from datasets.manifest import build_manifest, write_manifest
+    from vireid.datasets.errors import DatasetWarning
+    from vireid.datasets.manifest import build_manifest, write_manifest
 
     out = Path(args.out) if args.out else Path(args.root) / "manifest.parquet"
     with warnings.catch_warnings():
@@ -106,7 +106,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from datasets.synth import SynthSettings, ensure_synthetic
+    from vireid.datasets.synth import SynthSettings, ensure_synthetic
 
     settings = SynthSettings(seed=args.seed, n_ids=args.ids, images_per_cam=args.images_per_cam,
                              height=args.height, width=args.width, difficulty=args.difficulty,
@@ -121,9 +121,9 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from datasets.errors import DatasetWarning
-    from harness.commands.common import resolve
-    from harness.data import prepare_from_params
+    from vireid.datasets.errors import DatasetWarning
+    from vireid.harness.commands.common import resolve
+    from vireid.harness.data import prepare_from_params
 
     params = resolve(args)
     with warnings.catch_warnings():
@@ -143,7 +143,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_contact_sheet(args: argparse.Namespace) -> int:
-    from datasets.contact_sheet import contact_sheet
+    from vireid.datasets.contact_sheet import contact_sheet
 
     out = contact_sheet(args.root, args.out, n_ids=args.ids, dataset=args.dataset, per_modality=args.per_modality,
                         split=args.split)

@@ -44,7 +44,7 @@ def describe(method: str, backbone: str, num_classes: int, profile: str = "code"
              loss: dict | None = None) -> dict:
     import torch
 
-    from methods import build_model, trainable_parameters
+    from vireid.methods import build_model, trainable_parameters
 
     with torch.device("meta"):
         model = build_model(method, num_classes=num_classes, backbone=backbone, weights="none",

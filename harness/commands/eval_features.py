@@ -8,7 +8,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from harness.evaluation.protocols import protocol_names
+    from vireid.harness.evaluation.protocols import protocol_names
 
     p = subparsers.add_parser("eval-features", help="evaluate a features file (.npz) under a protocol")
     p.add_argument("file", help="features .npz (query_/gallery_ feats, ids, cams, paths)")
@@ -29,10 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.evaluation.evaluate import evaluate_protocol_arrays, format_results
-    from harness.evaluation.features_file import load_features
-    from harness.evaluation.protocols import ProtocolError, get_protocol
-    from harness.io import atomic_write_json
+    from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays, format_results
+    from vireid.harness.evaluation.features_file import load_features
+    from vireid.harness.evaluation.protocols import ProtocolError, get_protocol
+    from vireid.harness.io import atomic_write_json
 
     protocol = get_protocol(args.protocol)
     if protocol.needs_perm and args.perm is None:

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from harness.commands.common import add_params_args, resolve
+from vireid.harness.commands.common import add_params_args, resolve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,9 +31,9 @@ def summary_of(results: list[dict]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.evaluation.features_file import load_features
-    from harness.io import atomic_write_json, atomic_write_text
-    from harness.runner import cmc_table, evaluate_arrays
+    from vireid.harness.evaluation.features_file import load_features
+    from vireid.harness.io import atomic_write_json, atomic_write_text
+    from vireid.harness.runner import cmc_table, evaluate_arrays
 
     params = resolve(args)
     run_dir = Path(args.run_dir)

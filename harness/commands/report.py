@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report.render import DEFAULT_PUBLISHED, build_report
+    from vireid.harness.report.render import DEFAULT_PUBLISHED, build_report
 
     published = None if args.no_published else (args.published or DEFAULT_PUBLISHED)
     if args.published and not args.no_published:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.commands.common import add_params_args, resolve
+from vireid.harness.commands.common import add_params_args, resolve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def best_params_overrides(path: str | None) -> list[str]:
     if not path:
         return []
-    from harness.config import read_yaml
+    from vireid.harness.config import read_yaml
 
     data = read_yaml(path)
     if not isinstance(data.get("overrides"), list):
@@ -43,26 +43,26 @@ def launch_torchrun(args: argparse.Namespace) -> int:
     if argv and argv[0] != "train":
         argv = ["train"] + argv
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
-           "-m", "harness"] + argv
+           "-m", "vireid.harness"] + argv
     return subprocess.call(cmd)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.ddp and "WORLD_SIZE" not in os.environ:
         return launch_torchrun(args)
-    from harness import distributed as dist
+    from vireid.harness import distributed as dist
 
     params = resolve(args, best_params_overrides(args.best_params))
     dist.init_from_env()
     try:
-        from harness.runner import run_training
+        from vireid.harness.runner import run_training
 
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(params)
         metrics = run_training(params, run_dir, resume=args.resume, progress=not args.no_progress)
     finally:
         dist.shutdown()
     if metrics:
-        from harness.evaluation.evaluate import format_results
+        from vireid.harness.evaluation.evaluate import format_results
 
         print(format_results(metrics["results"]))
         print(f"outputs in {run_dir}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from harness.commands.common import add_params_args
+from vireid.harness.commands.common import add_params_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.tuning import run_study
+    from vireid.harness.tuning import run_study
 
     summary = run_study(args.params, args.overrides, args.study, args.n_trials, args.jobs, args.out_dir,
                         args.best_params, args.progress,

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def mlflow_ui(args: argparse.Namespace) -> int:
-    from harness.tracking import DEFAULT_ARTIFACTS, resolve_uri
+    from vireid.harness.tracking import DEFAULT_ARTIFACTS, resolve_uri
 
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", resolve_uri(None),
            "--default-artifact-root", DEFAULT_ARTIFACTS, "--host", args.host, "--port", str(args.port)]
@@ -35,7 +35,7 @@ def optuna_dashboard(args: argparse.Namespace) -> int:
         raise ValueError("optuna-dashboard is not installed: `.venv/bin/pip install optuna-dashboard`")
     storage = args.storage
     if storage is None:
-        from harness.config import load_params
+        from vireid.harness.config import load_params
 
         storage = load_params().tune.storage
     os.execv(exe, [exe, storage, "--host", args.host, "--port", str(args.port)])

@@ -1,5 +1,5 @@
 """Evaluation: distances, named protocols, ranking metrics, k-reciprocal re-ranking.
 
-The entry points are in :mod:`harness.evaluation.evaluate`; docs/evaluation.md describes
+The entry points are in :mod:`vireid.harness.evaluation.evaluate`; docs/evaluation.md describes
 the protocols and the metric semantics.
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.evaluation.parallel import run_all
+from vireid.harness.evaluation.parallel import run_all
 
 __all__ = ["to_numpy", "normalize_rows", "squared_euclidean", "resolve_device"]
 

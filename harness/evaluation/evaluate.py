@@ -14,11 +14,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from harness.evaluation.distance import normalize_rows, squared_euclidean, to_numpy
-from harness.evaluation.features_file import validate_arrays
-from harness.evaluation.metrics import TrialRanking, camera_locations, rank_trials, summarize
-from harness.evaluation.protocols import DATASET_RULES, Protocol, ProtocolError, distance_name, get_protocol
-from harness.evaluation.rerank import rerank_from_distance
+from vireid.harness.evaluation.distance import normalize_rows, squared_euclidean, to_numpy
+from vireid.harness.evaluation.features_file import validate_arrays
+from vireid.harness.evaluation.metrics import TrialRanking, camera_locations, rank_trials, summarize
+from vireid.harness.evaluation.protocols import DATASET_RULES, Protocol, ProtocolError, distance_name, get_protocol
+from vireid.harness.evaluation.rerank import rerank_from_distance
 
 __all__ = ["evaluate_protocol_arrays", "evaluate_cross_modal", "format_results", "PERM_FILE"]
 
@@ -36,7 +36,7 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
 
     The query and gallery tables together are the pool the protocol picks from by camera.
     SYSU-MM01 protocols need the permutation file: ``perm`` (a path, or what
-    ``datasets.sysu_perm.read_rand_perm_cam`` returns), else ``<data_root>/exp/rand_perm_cam.mat``.
+    ``vireid.datasets.sysu_perm.read_rand_perm_cam`` returns), else ``<data_root>/exp/rand_perm_cam.mat``.
     Without ``dataset_fingerprint`` the result is stamped with a hash of the pool's ids,
     cameras and paths. Re-ranking is off unless ``rerank``.
     """
@@ -133,7 +133,7 @@ def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray, normalize: b
 
 
 def _perm_table(protocol: Protocol, perm, data_root):
-    from datasets.sysu_perm import read_rand_perm_cam
+    from vireid.datasets.sysu_perm import read_rand_perm_cam
 
     if isinstance(perm, Mapping):
         return perm

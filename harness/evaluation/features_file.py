@@ -91,7 +91,7 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def save_features(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
     """Validate and write atomically (uncompressed .npz)."""
-    from harness.io import atomic_save
+    from vireid.harness.io import atomic_save
 
     checked = validate_arrays(arrays, os.fspath(path))
     atomic_save(path, lambda tmp: np.savez(tmp, **checked), suffix=".npz")

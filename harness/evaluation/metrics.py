@@ -52,9 +52,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from harness.evaluation.parallel import Workers, balanced_blocks
-from harness.evaluation.ragged import owners, segments
-from harness.evaluation.sortkeys import distinct, pack_keys
+from vireid.harness.evaluation.parallel import Workers, balanced_blocks
+from vireid.harness.evaluation.ragged import owners, segments
+from vireid.harness.evaluation.sortkeys import distinct, pack_keys
 
 __all__ = ["SYSU_LOCATIONS", "TrialRanking", "camera_locations", "rank_trials", "summarize", "compute_metrics"]
 

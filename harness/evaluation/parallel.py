@@ -3,7 +3,7 @@
 NumPy and torch release the GIL inside most of their loops (comparisons, sorts, gathers),
 so blocks of rows processed by threads use every core without copying the data to other
 processes. Some NumPy functions hold it (``np.repeat``, ``ufunc.at``, ``np.bincount``):
-hot loops prefer the GIL-free equivalents in :mod:`harness.evaluation.ragged`.
+hot loops prefer the GIL-free equivalents in :mod:`vireid.harness.evaluation.ragged`.
 """
 from __future__ import annotations
 

@@ -109,8 +109,8 @@ class Protocol:
 
     def _sysu_trials(self, ids, cams, paths, perm, trial_list, query, gallery) -> list[Trial]:
         """Trials drawn with the official permutations, matched to the gallery by image key."""
-        from datasets.errors import DatasetError
-        from datasets.sysu_perm import gallery_keys, image_keys
+        from vireid.datasets.errors import DatasetError
+        from vireid.datasets.sysu_perm import gallery_keys, image_keys
 
         if perm is None:
             raise ProtocolError(f"{self.name} draws its gallery with the official permutation file "

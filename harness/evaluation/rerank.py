@@ -57,10 +57,10 @@ from functools import lru_cache, partial
 
 import numpy as np
 
-from harness.evaluation.distance import squared_euclidean, to_numpy
-from harness.evaluation.parallel import Workers, balanced_blocks
-from harness.evaluation.ragged import owners, segments
-from harness.evaluation.sortkeys import order_codes
+from vireid.harness.evaluation.distance import squared_euclidean, to_numpy
+from vireid.harness.evaluation.parallel import Workers, balanced_blocks
+from vireid.harness.evaluation.ragged import owners, segments
+from vireid.harness.evaluation.sortkeys import order_codes
 
 __all__ = ["k_reciprocal_rerank", "rerank_from_distance", "stable_topk"]
 

@@ -2,7 +2,7 @@
 published numbers (`reports/published_results.csv`) into one Markdown page, one self-contained
 HTML page, LaTeX booktabs tables, CSVs and PNG figures. Nothing here retrains anything.
 
-Entry point: :func:`harness.report.render.build_report` (the `vireid report` command calls it).
+Entry point: :func:`vireid.harness.report.render.build_report` (the `vireid report` command calls it).
 pandas, matplotlib, seaborn and optuna are imported lazily by the submodules that need them.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ class ReportError(ValueError):
 
 
 def build_report(*args: Any, **kwargs: Any) -> dict:
-    """See :func:`harness.report.render.build_report`."""
-    from harness.report.render import build_report as _build
+    """See :func:`vireid.harness.report.render.build_report`."""
+    from vireid.harness.report.render import build_report as _build
 
     return _build(*args, **kwargs)
 

@@ -1,6 +1,6 @@
 """Read and validate the report's inputs: run metrics, the Optuna study, published numbers.
 
-Every error is a :class:`harness.report.ReportError` (a ``ValueError``) naming the file (or
+Every error is a :class:`vireid.harness.report.ReportError` (a ``ValueError``) naming the file (or
 directory, or storage) and, for a malformed file, the key path that is missing or wrong,
 e.g. ``runs/a/metrics.json: missing key 'results[1].rerank.enabled'``.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.report import ReportError
+from vireid.harness.report import ReportError
 
 METRICS_FILE = "metrics.json"
 # The scalar metrics the report reads from each evaluation result (all percentages).

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.report.collect import Run, variant_sort_key
-from harness.report.tables import Setting, protocol_label, slug
+from vireid.harness.report.collect import Run, variant_sort_key
+from vireid.harness.report.tables import Setting, protocol_label, slug
 
 MAX_RANK = 20
 DPI = 100

@@ -2,7 +2,7 @@
 as base64 PNG data URIs, CSS inline, no scripts, no external assets), `tables/*.tex` (booktabs),
 `tables/*.csv` and `figures/*.png`.
 
-Every file is written atomically (temporary file + ``os.replace``, see :mod:`harness.io`); the
+Every file is written atomically (temporary file + ``os.replace``, see :mod:`vireid.harness.io`); the
 figures and tables go first and the two pages last, so an interrupted build leaves the previous
 pages intact. The page contains no timestamps and everything is sorted, so the same inputs give
 byte-identical output. Files a previous build wrote that this build does not (listed in
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.io import atomic_write_bytes, atomic_write_text
-from harness.report import ReportError
-from harness.report.collect import (Run, load_best_params, load_published, load_runs, load_study,
+from vireid.harness.io import atomic_write_bytes, atomic_write_text
+from vireid.harness.report import ReportError
+from vireid.harness.report.collect import (Run, load_best_params, load_published, load_runs, load_study,
                                     variant_sort_key)
-from harness.report.figures import (Figure, cmc_figures, importance_figure, intermediate_values,
+from vireid.harness.report.figures import (Figure, cmc_figures, importance_figure, intermediate_values,
                                     optimization_history)
-from harness.report.tables import (Table, ablation_tables, our_runs_table, published_table, run_table,
+from vireid.harness.report.tables import (Table, ablation_tables, our_runs_table, published_table, run_table,
                                    simple_table, to_csv, to_html, to_latex, to_markdown)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -228,7 +228,7 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
 
     `storage` is an Optuna storage URL (``sqlite:///...``) or a journal file (``*.log``/``*.jsonl``);
     `study` the study name (optional when the storage holds one study). Raises
-    :class:`harness.report.ReportError` (a ``ValueError``) for bad inputs, before writing anything.
+    :class:`vireid.harness.report.ReportError` (a ``ValueError``) for bad inputs, before writing anything.
     """
     if study is not None and storage is None:
         raise ReportError("--study needs --storage (the Optuna storage URL or journal file)")

@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from harness.report.collect import (METRIC_LABELS, TABLE_METRICS, RerankSetting, Run, _sortable,
+from vireid.harness.report.collect import (METRIC_LABELS, TABLE_METRICS, RerankSetting, Run, _sortable,
                                     variant_sort_key)
 
 DECIMALS = 2
