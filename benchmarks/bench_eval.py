@@ -27,8 +27,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import vireid.harness  # noqa: F401  (before numpy: its BLAS settings, as for the `vireid` command)
-import numpy as np
+from vireid.harness.runtime import configure_environment
+
+configure_environment()  # before numpy: its BLAS settings, as for the `vireid` command
+import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the slow reference implementations

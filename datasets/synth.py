@@ -26,13 +26,14 @@ from typing import Any, Callable
 import numpy as np
 
 from vireid.datasets.errors import DatasetError
-from vireid.datasets.synth_render import Identities, draw_camera, draw_identities, draw_views, render
+from vireid.datasets.synth_render import IR_MODELS, Identities, draw_camera, draw_identities, draw_views, render
 
 GENERATOR = "vireid-bench synthetic"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: latent identity code (cue_correlation), NIR vs thermal infrared
 STAMP = "synth.json"
 LAYOUTS = ("sysu", "regdb", "llcm")
 DEFAULT_TEST_FRACTION = {"sysu": 0.3, "regdb": 0.5, "llcm": 0.33}  # real: 96/491, 206/412, 351/1064
+DEFAULT_IR_MODEL = {"sysu": "nir", "regdb": "thermal", "llcm": "nir"}  # the real cameras' kind
 SYSU_IR_CAMS = (3, 6)
 REGDB_TRIALS = 10
 SYSU_PERM_TRIALS = 10
@@ -54,6 +55,8 @@ class SynthSettings:
     height: int = 96
     width: int = 48
     difficulty: float = 0.5
+    cue_correlation: float = 0.5  # how strongly every cue follows the latent identity code (0..1)
+    ir_model: str | None = None  # "nir" | "thermal"; None: the layout's real kind (DEFAULT_IR_MODEL)
     test_fraction: float | None = None  # None: the layout's default (about the real proportion)
     val_fraction: float = 0.1  # SYSU: ids written to exp/val_id.txt (training ids, as the real set)
 
@@ -75,9 +78,13 @@ class SynthSettings:
             raise DatasetError(f"unknown synthetic layout {layout!r}; expected one of {list(LAYOUTS)}")
         out = self if self.test_fraction is not None else dataclasses.replace(
             self, test_fraction=DEFAULT_TEST_FRACTION[layout])
+        if out.ir_model is None:
+            out = dataclasses.replace(out, ir_model=DEFAULT_IR_MODEL[layout])
         checks = [(out.n_ids >= 4, "n_ids must be at least 4"), (out.images_per_cam >= 1, "images_per_cam >= 1"),
                   (out.height >= 8 and out.width >= 4, "images must be at least 8 x 4 pixels"),
                   (0.0 <= out.difficulty <= 1.0, "difficulty must be in [0, 1]"),
+                  (0.0 <= out.cue_correlation <= 1.0, "cue_correlation must be in [0, 1]"),
+                  (out.ir_model in IR_MODELS, f"ir_model must be one of {list(IR_MODELS)}"),
                   (0.0 < out.test_fraction < 1.0, "test_fraction must be in (0, 1)"),
                   (0.0 <= out.val_fraction < 1.0, "val_fraction must be in [0, 1)")]
         for ok, message in checks:
@@ -114,21 +121,30 @@ class _Shoot:
     fmt: str  # "jpg" or "bmp"
 
 
+def render_job(s: SynthSettings, ids: Identities, job: _Shoot) -> np.ndarray:
+    """The images of one camera's ``job`` (``s`` resolved), in ``job.shots`` order.
+
+    ``ids`` holds every identity of the dataset (row ``pid - 1``); the audit passes identities
+    whose cues it has swapped, and gets the same views and camera as the written files.
+    """
+    size = (s.height, s.width)
+    camera = draw_camera(_rng(s, _CAMERA, job.key), job.infrared, size, s.difficulty, s.ir_model)
+    index = np.array([pid - 1 for pid, _, _ in job.shots])
+    rngs = [_rng(s, _VIEW, job.key, pid, k) for pid, k, _ in job.shots]
+    # Render in chunks whose arrays stay in the CPU cache; per-image streams keep the
+    # result independent of the chunking.
+    return np.concatenate([render(ids.take(index[i:i + RENDER_CHUNK]),
+                                  draw_views(rngs[i:i + RENDER_CHUNK], camera, s.difficulty), camera, size)
+                           for i in range(0, len(index), RENDER_CHUNK)])
+
+
 def _shoot(root: Path, s: SynthSettings, ids: Identities, job: _Shoot) -> int:
     """Render one camera's images in a batch and save them; returns the number written."""
     from PIL import Image
 
     if not job.shots:
         return 0
-    size = (s.height, s.width)
-    camera = draw_camera(_rng(s, _CAMERA, job.key), job.infrared, size, s.difficulty)
-    index = np.array([pid - 1 for pid, _, _ in job.shots])
-    rngs = [_rng(s, _VIEW, job.key, pid, k) for pid, k, _ in job.shots]
-    # Render in chunks whose arrays stay in the CPU cache; per-image streams keep the
-    # result independent of the chunking.
-    images = np.concatenate([render(ids.take(index[i:i + RENDER_CHUNK]),
-                                    draw_views(rngs[i:i + RENDER_CHUNK], camera, s.difficulty), camera, size)
-                             for i in range(0, len(index), RENDER_CHUNK)])
+    images = render_job(s, ids, job)
     for folder in sorted({(root / rel).parent for _, _, rel in job.shots}):
         folder.mkdir(parents=True, exist_ok=True)
     for (_, _, rel), pixels in zip(job.shots, images):
@@ -138,6 +154,17 @@ def _shoot(root: Path, s: SynthSettings, ids: Identities, job: _Shoot) -> int:
             rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=-1)
             Image.fromarray(rgb).save(root / rel, format="JPEG", quality=JPEG_QUALITY)
     return len(job.shots)
+
+
+def draw_dataset_identities(s: SynthSettings) -> Identities:
+    """Every identity of the dataset ``s`` (resolved) describes, row ``pid - 1``."""
+    return draw_identities(_rng(s, _IDS), s.n_ids, s.difficulty, s.cue_correlation)
+
+
+def plan(layout: str, root, settings: SynthSettings) -> tuple[SynthSettings, list[_Shoot]]:
+    """The resolved settings and the camera jobs of a dataset; writes its index files under ``root``."""
+    s = settings.resolved(layout)
+    return s, _WRITERS[layout](Path(root), s)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -223,12 +250,11 @@ def generate(layout: str, out, settings: SynthSettings, workers: int = 2) -> dic
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    s = settings.resolved(layout)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    ids = draw_identities(_rng(s, _IDS), s.n_ids, s.difficulty)
-    jobs = _WRITERS[layout](out, s)
+    s, jobs = plan(layout, out, settings)
+    ids = draw_dataset_identities(s)
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
         count = sum(pool.map(lambda job: _shoot(out, s, ids, job), jobs))
     _write_text(out / STAMP, json.dumps(s.stamp(layout), indent=2) + "\n")

@@ -1,15 +1,29 @@
 """Drawing synthetic pedestrians in visible light and infrared, vectorised over images.
 
-An identity is a set of cues of three kinds (see docs/synthetic-dataset.md):
+An identity is a set of cues of three groups (see docs/synthetic-dataset.md):
 
 * shared by both modalities: body shape and proportions (height, shoulders, hips, head,
-  legs, arms), sleeve and trouser length (bare skin is skin-coloured in visible and warm
-  in infrared), a carried bag, and a clothing pattern (stripes of some orientation and
-  frequency, checks, two-tone) that shows as two colours in visible and as an emissivity
-  pattern in infrared;
-* visible only: the clothing, shoe, skin, hair and bag colours;
-* infrared only: body temperature, clothing insulation (upper and lower) and a few
-  identity-specific hot/cold spots.
+  legs, arms), sleeve and trouser length, a carried bag, and a clothing pattern (stripes of
+  some orientation and frequency, checks, two-tone);
+* visible only: the clothing, shoe, skin, hair and bag colours (hue, saturation, value);
+* infrared only: for a near-infrared camera (SYSU-MM01, LLCM: active NIR illumination) the
+  NIR reflectance of each material ("dye"); for a thermal camera (RegDB) body temperature,
+  clothing insulation (upper and lower) and a few identity-specific hot/cold spots.
+
+Every cue derives from a latent identity code ``z`` (``LATENT_DIM`` standard normals): cue
+``c`` is ``Phi(sqrt(rho) * <z, w_c> + sqrt(1 - rho) * e_c)`` mapped onto its range, with a
+fixed random unit direction ``w_c`` per cue and independent noise ``e_c``. ``rho`` is
+``cue_correlation``: 0 draws every cue independently (version 1), 1 makes every cue a
+function of the 8-d code. In between, the modality-specific cues carry identity knowledge
+that is partly predictable from the other modality: the premise IDKL tests.
+
+How the infrared image forms depends on the camera's ``ir_model``:
+
+* ``nir``: intensity = illumination x reflectance, where each material's NIR reflectance is
+  ``NIR_LUMA_WEIGHT`` x its visible luminance + the rest x its own NIR dye; hue is invisible,
+  skin is bright (NIR skin reflectance is high whatever the visible tone), hair dark;
+* ``thermal``: intensity = emitted heat: bare skin warmest, clothing cooler by its
+  insulation, faint emissivity patterns, identity-specific hot/cold spots, cold bags.
 
 A camera adds nuisance: a cluttered background scene, person scale and position,
 illumination gain and colour cast (visible) or gain control and gamma (infrared), blur,
@@ -27,10 +41,15 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["Identities", "Camera", "Views", "draw_identities", "draw_camera", "draw_views", "render"]
+__all__ = ["Identities", "Camera", "Views", "draw_identities", "draw_camera", "draw_views", "render",
+           "CUE_GROUPS", "IR_MODELS", "swap_cues"]
 
 N_PATTERNS = 6  # plain, horizontal, vertical, diagonal stripes, checks, two-tone
 N_SPOTS = 3
+LATENT_DIM = 8
+NIR_LUMA_WEIGHT = 0.5  # share of a material's NIR reflectance that follows its visible luminance
+NIR_SKIN = 0.62  # NIR reflectance of skin (high for every visible skin tone)
+IR_MODELS = ("nir", "thermal")
 F = np.float32
 
 
@@ -65,14 +84,38 @@ class Identities:
     skin: np.ndarray
     hair_rgb: np.ndarray
     bag_rgb: np.ndarray
-    # infrared only (temperatures in [0, 1])
+    # infrared only: thermal cameras (temperatures in [0, 1])
     body_temp: np.ndarray
     upper_temp: np.ndarray
     lower_temp: np.ndarray
     spots: np.ndarray  # (n, N_SPOTS, 4): v, u, radius, amplitude
+    # infrared only: near-infrared cameras (each material's own NIR reflectance, in [0, 1])
+    nir_upper: np.ndarray
+    nir_upper2: np.ndarray
+    nir_lower: np.ndarray
+    nir_shoes: np.ndarray
+    nir_hair: np.ndarray
+    nir_bag: np.ndarray
 
     def take(self, index: np.ndarray) -> "Identities":
         return Identities(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+_SHARED = ("height", "shoulder", "hip", "head", "hair", "waist", "leg_w", "leg_gap", "arm_w", "sleeve", "trouser",
+           "pattern", "freq", "phase", "pattern_strength", "bag", "bag_side", "bag_size")
+_VISIBLE = ("upper", "upper2", "lower", "shoes", "skin", "hair_rgb", "bag_rgb")
+_INFRARED = ("body_temp", "upper_temp", "lower_temp", "spots", "nir_upper", "nir_upper2", "nir_lower", "nir_shoes",
+             "nir_hair", "nir_bag")
+CUE_GROUPS = {"shared": _SHARED, "visible": _VISIBLE, "infrared": _INFRARED}
+assert sorted(sum(CUE_GROUPS.values(), ())) == sorted(f.name for f in fields(Identities))
+
+
+def swap_cues(ids: Identities, group: str, donor: np.ndarray) -> Identities:
+    """``ids`` with the cues of ``group`` taken from identity ``donor[i]`` (the audit's cue shuffle)."""
+    out = {f.name: getattr(ids, f.name) for f in fields(ids)}
+    for name in CUE_GROUPS[group]:
+        out[name] = out[name][donor]
+    return Identities(**out)
 
 
 @dataclass
@@ -80,6 +123,7 @@ class Camera:
     """One camera's fixed nuisance; ``scene`` is (2H, 2W, C), C = 3 visible, 1 infrared."""
 
     infrared: bool
+    ir_model: str  # "nir" or "thermal" (infrared cameras only)
     scene: np.ndarray
     scale: float
     blur: float
@@ -119,15 +163,41 @@ SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.87, 0.67, 0.53], [0.76, 0.57, 0.42
                        [0.40, 0.27, 0.18]], F)
 
 
-def draw_identities(rng: np.random.Generator, n: int, difficulty: float) -> Identities:
-    """``n`` identities; the spread of the shared cues shrinks as ``difficulty`` grows."""
+class _Cues:
+    """Draws cue values from the latent identity code: ``u(lo, hi)`` is uniform on [lo, hi] for
+    every identity, correlated with the code as ``rho`` says (module docstring)."""
+
+    def __init__(self, rng: np.random.Generator, n: int, rho: float):
+        self.rng, self.n = rng, n
+        self.a, self.b = math.sqrt(rho), math.sqrt(1.0 - rho)
+        self.z = rng.standard_normal((n, LATENT_DIM))
+
+    def u(self, lo: float, hi: float, size: tuple[int, ...] | None = None) -> np.ndarray:
+        from scipy.special import ndtr
+
+        extra = () if size is None else tuple(size[1:])
+        w = self.rng.standard_normal((LATENT_DIM, *extra))
+        w = w / np.linalg.norm(w, axis=0, keepdims=True)
+        g = self.a * np.tensordot(self.z, w, axes=1) + self.b * self.rng.standard_normal((self.n, *extra))
+        return (lo + (hi - lo) * ndtr(g)).astype(F)
+
+    def choice(self, k: int) -> np.ndarray:
+        return np.minimum((self.u(0, 1) * k).astype(int), k - 1)
+
+    def hsv(self, h: tuple[float, float], s: tuple[float, float], v: tuple[float, float]) -> np.ndarray:
+        return _hsv_to_rgb(self.u(*h) % 1, self.u(*s), self.u(*v))
+
+
+def draw_identities(rng: np.random.Generator, n: int, difficulty: float, cue_correlation: float = 0.5) -> Identities:
+    """``n`` identities from their latent codes; the spread of the shared cues shrinks as
+    ``difficulty`` grows, and ``cue_correlation`` ties every cue to the code."""
     s = 1.0 - 0.5 * difficulty
-    u = lambda lo, hi, size=None: rng.uniform(lo, hi, size if size is not None else n).astype(F)  # noqa: E731
+    c = _Cues(rng, n, cue_correlation)
+    u = c.u
     shoulder = 0.125 + s * u(-0.035, 0.035)
     hue = u(0, 1)
     upper = _hsv_to_rgb(hue, u(0.3, 0.9), u(0.25, 0.95))
     upper2 = _hsv_to_rgb((hue + u(0.25, 0.75)) % 1, u(0.2, 0.9), u(0.15, 0.95))
-    lower = _hsv_to_rgb(u(0, 1), u(0.1, 0.7), u(0.15, 0.8))
     body = u(0.84, 0.96)
     spots = np.stack([u(0.22, 0.9, (n, N_SPOTS)), u(-0.1, 0.1, (n, N_SPOTS)), u(0.03, 0.07, (n, N_SPOTS)),
                       u(-0.18, 0.22, (n, N_SPOTS))], -1)
@@ -135,16 +205,17 @@ def draw_identities(rng: np.random.Generator, n: int, difficulty: float) -> Iden
         height=0.86 + s * u(-0.08, 0.08), shoulder=shoulder, hip=shoulder * (0.78 + s * u(-0.15, 0.15)),
         head=0.068 + s * u(-0.012, 0.012), hair=u(0.45, 1.1), waist=0.52 + s * u(-0.05, 0.05),
         leg_w=0.052 + s * u(-0.015, 0.015), leg_gap=0.025 + s * u(-0.015, 0.02), arm_w=0.04 + s * u(-0.012, 0.012),
-        sleeve=np.where(rng.random(n) < 0.4, u(0.25, 0.45), 1.0).astype(F),
-        trouser=np.where(rng.random(n) < 0.3, u(0.3, 0.5), 1.0).astype(F),
-        pattern=rng.integers(0, N_PATTERNS, n), freq=u(9, 18), phase=u(0, 2 * np.pi),
+        sleeve=np.where(u(0, 1) < 0.4, u(0.25, 0.45), 1.0).astype(F),
+        trouser=np.where(u(0, 1) < 0.3, u(0.3, 0.5), 1.0).astype(F),
+        pattern=c.choice(N_PATTERNS), freq=u(4, 9), phase=u(0, 2 * np.pi),
         pattern_strength=(1.0 - 0.6 * difficulty) * u(0.6, 1.0),
-        bag=rng.integers(0, 3, n), bag_side=rng.choice(np.array([-1, 1], F), n), bag_size=u(0.06, 0.11),
-        upper=upper, upper2=upper2, lower=lower, shoes=_hsv_to_rgb(u(0, 1), u(0, 0.5), u(0.05, 0.4)),
-        skin=SKIN_TONES[rng.integers(0, len(SKIN_TONES), n)], hair_rgb=_hsv_to_rgb(u(0.02, 0.12), u(0.2, 0.8),
-                                                                                  u(0.05, 0.6)),
-        bag_rgb=_hsv_to_rgb(u(0, 1), u(0.1, 0.8), u(0.1, 0.7)),
+        bag=c.choice(3), bag_side=np.where(u(0, 1) < 0.5, -1.0, 1.0).astype(F), bag_size=u(0.06, 0.11),
+        upper=upper, upper2=upper2, lower=c.hsv((0, 1), (0.1, 0.7), (0.15, 0.8)),
+        shoes=c.hsv((0, 1), (0, 0.5), (0.05, 0.4)), skin=SKIN_TONES[c.choice(len(SKIN_TONES))],
+        hair_rgb=c.hsv((0.02, 0.12), (0.2, 0.8), (0.05, 0.6)), bag_rgb=c.hsv((0, 1), (0.1, 0.8), (0.1, 0.7)),
         body_temp=body, upper_temp=body - u(0.12, 0.38), lower_temp=body - u(0.12, 0.38), spots=spots,
+        nir_upper=u(0.1, 0.9), nir_upper2=u(0.1, 0.9), nir_lower=u(0.1, 0.9), nir_shoes=u(0.05, 0.5),
+        nir_hair=u(0.05, 0.35), nir_bag=u(0.1, 0.8),
     )
 
 
@@ -165,7 +236,10 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], channels: in
     return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
 
 
-def draw_camera(rng: np.random.Generator, infrared: bool, size: tuple[int, int], difficulty: float) -> Camera:
+def draw_camera(rng: np.random.Generator, infrared: bool, size: tuple[int, int], difficulty: float,
+                ir_model: str = "thermal") -> Camera:
+    if ir_model not in IR_MODELS:
+        raise ValueError(f"ir_model must be one of {IR_MODELS}, got {ir_model!r}")
     a = difficulty
     height, width = size
     channels = 1 if infrared else 3
@@ -186,7 +260,7 @@ def draw_camera(rng: np.random.Generator, infrared: bool, size: tuple[int, int],
     else:
         gain = (rng.uniform(1 - 0.35 * a, 1 + 0.1 * a) * (1 + rng.uniform(-0.25 * a, 0.25 * a, 3))).astype(F)
         noise = 0.01 + 0.05 * a
-    return Camera(infrared=infrared, scene=np.clip(scene, 0, 1).astype(F), scale=float(rng.uniform(0.86, 1.0)),
+    return Camera(infrared=infrared, ir_model=ir_model, scene=np.clip(scene, 0, 1).astype(F), scale=float(rng.uniform(0.86, 1.0)),
                   blur=float(rng.uniform(0.2, 1.0) * (0.3 + 1.4 * a) * height / 96), noise=float(noise),
                   gain=gain, occlusion=float(0.45 * a))
 
@@ -331,31 +405,57 @@ def _finish(canvas: np.ndarray, views: Views, camera: Camera) -> np.ndarray:
     return out
 
 
+def _nir_layers(ids: Identities, m: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """NIR reflectance of each body layer: part visible luminance, part the material's own dye."""
+    def refl(rgb: str, dye: str) -> np.ndarray:
+        lum = getattr(ids, rgb) @ LUMA
+        return _col(NIR_LUMA_WEIGHT * lum + (1 - NIR_LUMA_WEIGHT) * getattr(ids, dye))
+
+    skin = _col(NIR_SKIN + 0.1 * (ids.skin @ LUMA - 0.6))
+    upper = refl("upper", "nir_upper") * (1 - m["pattern"]) + refl("upper2", "nir_upper2") * m["pattern"]
+    return [
+        (m["bag"], refl("bag_rgb", "nir_bag") * np.ones_like(upper)),
+        (m["arms"], np.where(m["covered_arm"] > 0.5, upper, skin)),
+        (m["legs"], np.where(m["covered_leg"] > 0.5, refl("lower", "nir_lower"), skin)),
+        (m["shoes"], refl("shoes", "nir_shoes") * np.ones_like(upper)),
+        (m["torso"], upper),
+        (m["head"], skin * np.ones_like(upper)),
+        (m["hair"], refl("hair_rgb", "nir_hair") * np.ones_like(upper)),
+    ]
+
+
+def _thermal_layers(ids: Identities, m: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Emitted heat of each body layer: skin warmest, clothing cooler by its insulation."""
+    t = _col(ids.body_temp)
+    upper = _col(ids.upper_temp) + 0.2 * _col(_pattern_polarity(ids)) * m["pattern"]
+    return [
+        (m["bag"], np.full_like(t, 0.3) + 0.1 * _col(ids.bag_size)),
+        (m["arms"], np.where(m["covered_arm"] > 0.5, upper, t - 0.03)),
+        (m["legs"], np.where(m["covered_leg"] > 0.5, _col(ids.lower_temp), t - 0.04)),
+        (m["shoes"], np.full_like(t, 0.45)),
+        (m["torso"], upper),
+        (m["head"], t + 0.03),
+        (m["hair"], t - 0.22),
+    ]
+
+
 def render(ids: Identities, views: Views, camera: Camera, size: tuple[int, int]) -> np.ndarray:
     """Images of ``ids`` (one row per image) seen by ``camera``: uint8 (B, H, W, 3) for a
     visible camera, (B, H, W) for an infrared one."""
     m = _masks(ids, views, camera, size)
     canvas = _background(camera, views, size)
+    shade2 = 0.85 + 0.15 * np.cos(np.clip(m["u"] / 0.2, -1, 1) * np.pi / 2)
     if camera.infrared:
-        t = _col(ids.body_temp)
-        upper = _col(ids.upper_temp) + 0.2 * _col(_pattern_polarity(ids)) * m["pattern"]
-        person = m["torso"] + m["legs"] + m["arms"]
-        spots = sum(_col(ids.spots[:, j, 3]) * np.exp(-((m["v"] - _col(ids.spots[:, j, 0])) ** 2 +
-                                                         (m["u"] - _col(ids.spots[:, j, 1])) ** 2)
-                                                       / (2 * _col(ids.spots[:, j, 2]) ** 2))
-                    for j in range(N_SPOTS))
-        layers = [
-            (m["bag"], np.full_like(t, 0.3) + 0.1 * _col(ids.bag_size)),
-            (m["arms"], np.where(m["covered_arm"] > 0.5, upper, t - 0.03)),
-            (m["legs"], np.where(m["covered_leg"] > 0.5, _col(ids.lower_temp), t - 0.04)),
-            (m["shoes"], np.full_like(t, 0.45)),
-            (m["torso"], upper),
-            (m["head"], t + 0.03),
-            (m["hair"], t - 0.22),
-        ]
-        for mask, value in layers:
-            canvas = _layer(canvas, mask, value[..., None])
-        canvas = canvas + (np.clip(person, 0, 1) * spots)[..., None]
+        thermal = camera.ir_model == "thermal"
+        for mask, value in (_thermal_layers if thermal else _nir_layers)(ids, m):
+            canvas = _layer(canvas, mask, (value if thermal else value * shade2)[..., None])
+        if thermal:
+            person = m["torso"] + m["legs"] + m["arms"]
+            spots = sum(_col(ids.spots[:, j, 3]) * np.exp(-((m["v"] - _col(ids.spots[:, j, 0])) ** 2 +
+                                                             (m["u"] - _col(ids.spots[:, j, 1])) ** 2)
+                                                           / (2 * _col(ids.spots[:, j, 2]) ** 2))
+                        for j in range(N_SPOTS))
+            canvas = canvas + (np.clip(person, 0, 1) * spots)[..., None]
         canvas = _occlude(canvas, views, views.occluder_value[:, :1] * 0.6 + 0.15, size)
         lo, hi, gamma = camera.gain
         light = _col(views.light)[..., None]
@@ -364,7 +464,7 @@ def render(ids: Identities, views: Views, camera: Camera, size: tuple[int, int])
     rgb = lambda name: getattr(ids, name)[:, None, None, :]  # noqa: E731
     pattern = m["pattern"][..., None]
     upper = rgb("upper") * (1 - pattern) + rgb("upper2") * pattern
-    shade = (0.85 + 0.15 * np.cos(np.clip(m["u"] / 0.2, -1, 1) * np.pi / 2))[..., None]
+    shade = shade2[..., None]
     layers = [
         (m["bag"], rgb("bag_rgb")),
         (m["arms"], np.where(m["covered_arm"][..., None] > 0.5, upper, rgb("skin"))),

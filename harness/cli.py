@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vireid.harness.runtime import configure_environment
+
+    configure_environment()  # before any command imports numpy or torch
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -39,6 +39,9 @@ class SynthConfig:
     height: int = field(default=96, metadata={"ge": 8})
     width: int = field(default=48, metadata={"ge": 4})
     difficulty: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
+    cue_correlation: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
+    ir_model: str | None = None  # nir | thermal; null: the layout's real kind (SYSU, LLCM nir; RegDB thermal)
+    test_fraction: float | None = field(default=None, metadata={"gt": 0.0, "lt": 1.0})  # null: the layout's
 
 
 @dataclass

@@ -125,7 +125,9 @@ def prepare_from_params(data_cfg: Any) -> dict[str, Any]:
     synth_args = None
     if synth.enabled:
         synth_args = {"seed": synth.seed, "n_ids": synth.n_ids, "images_per_cam": synth.images_per_cam,
-                      "image_size": (synth.height, synth.width), "difficulty": synth.difficulty}
+                      "image_size": (synth.height, synth.width), "difficulty": synth.difficulty,
+                      "cue_correlation": synth.cue_correlation, "ir_model": synth.ir_model,
+                      "test_fraction": synth.test_fraction}
     return prepare(data_cfg.dataset, data_cfg.root, data_cfg.prepared_dir,
                    (data_cfg.image_height, data_cfg.image_width), synth=synth_args,
                    split=data_cfg.regdb_split, workers=data_cfg.cache_workers)
