@@ -44,7 +44,7 @@ def build(backbone: str, num_classes: int, device: torch.device, channels_last: 
     from vireid.methods import build_model
 
     model = build_model("idkl", num_classes=num_classes, backbone=backbone, weights="none", last_stride=1,
-                        loss=None, profile="code").to(device)
+                        loss=None).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

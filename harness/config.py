@@ -64,7 +64,8 @@ class ModelConfig:
     backbone: Literal["tiny", "resnet18", "resnet34", "resnet50"] = "tiny"
     weights: str = "none"
     last_stride: int = field(default=1, metadata={"ge": 1, "le": 2})
-    profile: Literal["code", "paper"] = "code"
+    # The method's own options (its options dataclass, e.g. AGW's non_local_width); {}: its defaults.
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,6 +90,8 @@ class TrainConfig:
     gamma: float = field(default=0.1, metadata={"gt": 0.0, "le": 1.0})
     warmup_epochs: int = field(default=0, metadata={"ge": 0})
     warmup_factor: float = field(default=0.1, metadata={"gt": 0.0, "le": 1.0})
+    # factor: from warmup_factor at epoch 0 linearly to 1 at warmup_epochs; ramp: (epoch + 1) / warmup_epochs (AGW code)
+    warmup_rule: Literal["factor", "ramp"] = "factor"
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
@@ -193,9 +196,9 @@ class ExperimentMeta:
     description: str = ""
     ablation_order: int | None = None
     # "params": the experiment's `loss:` overlays params.yaml's loss block (IDKL family);
-    # "profile": it replaces it, starting from the method's profile defaults (e.g. AGW, whose
+    # "method": it replaces it, starting from the method's own defaults (e.g. AGW, whose
     # loss terms differ from IDKL's).
-    loss_base: Literal["params", "profile"] = "params"
+    loss_base: Literal["params", "method"] = "params"
 
 
 @dataclass
@@ -212,10 +215,14 @@ class Params:
     experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
 
     def validate(self, path: str) -> None:
-        from vireid.methods import validate_loss_config
+        from vireid.methods import resolve_options, validate_loss_config
 
-        # The loss block is validated against the method's own loss schema.
+        # The loss block and model.options are validated against the method's own schemas.
         validate_loss_config(self.model.method, self.loss, path="loss")
+        resolve_options(self.model.method, self.model.options, path="model.options")
+        if self.train.select == "best" and self.train.val_fraction == 0:
+            raise ConfigError("train.select: 'best' needs validation identities; set train.val_fraction > 0 "
+                              "or train.select: last")
 
     def protocols(self) -> list[str]:
         return list(self.eval.protocols or DEFAULT_PROTOCOLS[self.data.dataset])
@@ -312,13 +319,36 @@ def dataset_overlay(name: str) -> dict[str, Any]:
     return overlay
 
 
+def experiment_recipes(path: Path, overlay: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An experiment's `recipes:` block: dataset overlay name -> partial params for that dataset.
+
+    A method's own training recipe differs per dataset (AGW's SGD recipe on real data, IDKL's
+    RegDB configuration); it applies when `--data <name>` names that dataset."""
+    recipes = overlay.get("recipes") or {}
+    if not isinstance(recipes, dict):
+        raise ConfigError(f"{path}: recipes: expected a mapping of dataset name to parameter blocks, got {recipes!r}")
+    known = sorted(p.stem for p in (EXPERIMENTS_DIR / "data").glob("*.yaml"))
+    allowed = {f.name for f in dataclasses.fields(Params)} - {"study", "tune", "report"}
+    for name, recipe in recipes.items():
+        if name not in known:
+            raise ConfigError(f"{path}: recipes.{name}: not a dataset; known datasets: {', '.join(known)}")
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"{path}: recipes.{name}: expected a mapping of parameter blocks, got {recipe!r}")
+        unknown = sorted(set(recipe) - allowed)
+        if unknown:
+            raise ConfigError(f"{path}: recipes.{name}: unknown key {unknown[0]!r}; allowed keys: "
+                              + ", ".join(sorted(allowed)))
+    return recipes
+
+
 def load_params(
     params_path: str | Path | None = None,
     experiment: str | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     dataset: str | None = None,
 ) -> Params:
-    """Resolve params.yaml + dataset overlay + experiment overlay + `--set` overrides."""
+    """Resolve params.yaml + dataset overlay + experiment overlay (+ its recipe for the dataset)
+    + `--set` overrides."""
     params_path = Path(params_path) if params_path else REPO_ROOT / "params.yaml"
     data = read_yaml(params_path)
     if dataset:
@@ -326,13 +356,17 @@ def load_params(
     if experiment:
         path = experiment_path(experiment)
         overlay = read_yaml(path)
-        unknown = sorted(set(overlay) - {f.name for f in dataclasses.fields(Params)})
+        allowed = [f.name for f in dataclasses.fields(Params)] + ["recipes"]
+        unknown = sorted(set(overlay) - set(allowed))
         if unknown:
-            raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed top-level keys: "
-                              + ", ".join(f.name for f in dataclasses.fields(Params)))
+            raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed top-level keys: " + ", ".join(allowed))
+        recipes = experiment_recipes(path, overlay)
+        overlay = {k: v for k, v in overlay.items() if k != "recipes"}
         data = deep_merge(data, overlay)
-        if overlay.get("experiment", {}).get("loss_base") == "profile":
+        if overlay.get("experiment", {}).get("loss_base") == "method":
             data["loss"] = copy.deepcopy(overlay.get("loss") or {})
+        if dataset in recipes:
+            data = deep_merge(data, recipes[dataset])
         data.setdefault("experiment", {})
         data["experiment"].setdefault("name", Path(path).stem)
     for text in overrides:

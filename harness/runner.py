@@ -52,7 +52,7 @@ def build_method(params: Params, num_classes: int) -> torch.nn.Module:
 
     return build_model(params.model.method, num_classes=num_classes, backbone=params.model.backbone,
                        weights=params.model.weights, last_stride=params.model.last_stride,
-                       loss=params.loss, profile=params.model.profile)
+                       loss=params.loss, options=params.model.options)
 
 
 def query_gallery_indices(records, split: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +122,7 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     from vireid.harness.evaluation.features_file import save_features
     from vireid.harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
     from vireid.harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
+    from vireid.methods import param_groups
 
     run_dir = Path(run_dir)
     rank, world = dist.rank(), dist.world_size()
@@ -158,8 +159,11 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     if cfg.compile:
         model = torch.compile(model)
     amp_dtype = resolve_amp(cfg.amp, device)
-    optimizer = build_optimizer(core.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
-    scheduler = build_scheduler(optimizer, cfg.milestones, cfg.gamma, cfg.warmup_epochs, cfg.warmup_factor)
+    # Parameter groups are the method's (e.g. AGW's backbone at a tenth of the heads' lr); the first
+    # group runs at train.lr, which the history's `lr` column shows.
+    optimizer = build_optimizer(param_groups(core, cfg.lr), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+    scheduler = build_scheduler(optimizer, cfg.milestones, cfg.gamma, cfg.warmup_epochs, cfg.warmup_factor,
+                                cfg.warmup_rule)
 
     hooks = [ProgressHook(enabled=progress and is_main)]
     if len(val_idx):

@@ -23,9 +23,13 @@ class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or Inf."""
 
 
-def build_optimizer(params: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float,
+def build_optimizer(params: Iterable[nn.Parameter] | list[dict[str, Any]], name: str, lr: float, weight_decay: float,
                     momentum: float = 0.9) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+    """Adam, or SGD with Nesterov momentum. `params`: parameters, or groups with their own `lr`
+    (a method's `param_groups`)."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = [p for p in params if p.requires_grad]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
@@ -34,15 +38,25 @@ def build_optimizer(params: Iterable[nn.Parameter], name: str, lr: float, weight
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, milestones: list[int], gamma: float,
-                    warmup_epochs: int = 0, warmup_factor: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-epoch multi-step decay with optional linear warm-up (stepped once per epoch)."""
+                    warmup_epochs: int = 0, warmup_factor: float = 0.1,
+                    warmup_rule: str = "factor") -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-epoch multi-step decay with optional linear warm-up (stepped once per epoch; every group
+    keeps its own base lr).
+
+    warmup_rule `factor`: warmup_factor at epoch 0, rising linearly to 1 at `warmup_epochs`;
+    `ramp`: (epoch + 1) / warmup_epochs, the AGW code's ``lr * (epoch + 1) / 10``."""
     milestones = sorted(milestones)
+    if warmup_rule not in ("factor", "ramp"):
+        raise ValueError(f"warmup_rule: expected factor or ramp, got {warmup_rule!r}")
 
     def factor(epoch: int) -> float:
         scale = gamma ** sum(epoch >= m for m in milestones)
         if epoch < warmup_epochs:
-            alpha = epoch / warmup_epochs
-            scale *= warmup_factor * (1 - alpha) + alpha
+            if warmup_rule == "ramp":
+                scale *= (epoch + 1) / warmup_epochs
+            else:
+                alpha = epoch / warmup_epochs
+                scale *= warmup_factor * (1 - alpha) + alpha
         return scale
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -7,12 +7,14 @@ blocks after the last 2 blocks of layer2 and the last 3 blocks of layer3 (the co
 frozen, scale ~ N(1, 0.01)) and a bias-free classifier (weights ~ N(0, 0.001)).
 Losses: identity cross-entropy on the BN-neck logits + weighted regularised triplet (WRT) on the
 pooled vector, both weight 1. Test feature: the BN-neck vector, L2-normalised.
+Optimiser groups (the code's SGD): BN-neck + classifier at the base lr, everything else at
+``backbone_lr_scale`` (0.1) times it.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -21,7 +23,7 @@ from torch.nn import functional as F
 from vireid.methods import losses as L
 from vireid.methods.backbones import FEATURE_DIMS, build_resnet, check_backbone, load_weights, stem
 from vireid.methods.layers import BNNeck, GeM, NonLocal
-from vireid.methods.registry import LossSchema, check_profile, config_error, register_method
+from vireid.methods.registry import LossSchema, config_error, register_method
 
 AGW_TERMS = ("id", "triplet")
 # Non-local blocks per stage in the AGW code (ResNet-50: after blocks 2,3 of layer2 and 3,4,5 of layer3).
@@ -43,9 +45,26 @@ class AGWLossConfig:
             raise config_error(f"{path}: every loss term is off; enable id or triplet")
 
 
-def agw_profile_defaults(name: str) -> dict[str, Any]:
-    check_profile(name)  # AGW has one formulation; both profiles are the code's
+def agw_loss_defaults() -> dict[str, Any]:
     return dataclasses.asdict(AGWLossConfig())
+
+
+# Inner width C' of a non-local block on C channels: the code's ``reduc_ratio // reduc_ratio``, or C/2.
+NON_LOCAL_WIDTHS = {"code": lambda channels: 1, "half": lambda channels: max(channels // 2, 1)}
+
+
+@dataclass(frozen=True)
+class AGWOptions:
+    """`model.options` of agw (defaults: the AGW code)."""
+
+    non_local: list[int] = field(default_factory=lambda: list(AGW_NON_LOCAL))  # blocks per stage, after its last ones
+    non_local_width: Literal["code", "half"] = "code"  # code: 1 channel (``r // r``); half: C/2 (Wang et al.)
+    backbone_lr_scale: float = field(default=0.1, metadata={"ge": 0.0})  # the code's SGD group 0: 0.1 x lr
+
+    def check(self, path: str = "model.options") -> None:
+        if len(self.non_local) != 4 or any(n < 0 for n in self.non_local):
+            raise config_error(f"{path}.non_local: expected 4 counts >= 0 (one per ResNet stage), "
+                               f"got {self.non_local!r}")
 
 
 def _stage_channels(stage: nn.Sequential) -> int:
@@ -62,11 +81,15 @@ class AGW(nn.Module):
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", weights: str = "none", last_stride: int = 1,
-                 loss: AGWLossConfig | None = None, non_local: tuple[int, int, int, int] = AGW_NON_LOCAL):
+                 loss: AGWLossConfig | None = None, non_local: tuple[int, ...] | list[int] = AGW_NON_LOCAL,
+                 non_local_width: str = "code", backbone_lr_scale: float = 0.1):
         super().__init__()
         check_backbone(backbone)
         self.cfg = loss if loss is not None else AGWLossConfig()
         self.num_classes = num_classes
+        if non_local_width not in NON_LOCAL_WIDTHS:
+            raise ValueError(f"non_local_width: expected one of {', '.join(NON_LOCAL_WIDTHS)}, got {non_local_width!r}")
+        self.backbone_lr_scale = backbone_lr_scale
         dim = FEATURE_DIMS[backbone]
         self.feat_dim = dim
         state, source = load_weights(backbone, weights)
@@ -79,7 +102,9 @@ class AGW(nn.Module):
         self.non_local_after: list[list[int]] = []
         for stage, n in zip(self.stages(), non_local):
             n = min(n, len(stage))
-            self.non_local.append(nn.ModuleList(NonLocal(_stage_channels(stage)) for _ in range(n)))
+            channels = _stage_channels(stage)
+            width = NON_LOCAL_WIDTHS[non_local_width](channels)
+            self.non_local.append(nn.ModuleList(NonLocal(channels, width) for _ in range(n)))
             self.non_local_after.append(list(range(len(stage) - n, len(stage))))
         self.pool = GeM(p=3.0, eps=1e-12, clamp=False)
         self.bn_neck = BNNeck(dim, weight_std=0.01)
@@ -137,6 +162,14 @@ class AGW(nn.Module):
             terms["triplet"] = self.cfg.triplet_weight * L.weighted_regularized_triplet(outputs["feat"], labels)
         return terms
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The code's SGD groups: BN-neck and classifier at `lr`, the rest at backbone_lr_scale x lr."""
+        heads = [*self.bn_neck.parameters(), *self.classifier.parameters()]
+        ids = {id(p) for p in heads}
+        rest = [p for p in self.parameters() if id(p) not in ids]
+        return [{"name": "heads", "params": heads, "lr": lr},
+                {"name": "backbone", "params": rest, "lr": lr * self.backbone_lr_scale}]
+
     def parts(self) -> dict[str, list[nn.Module]]:
         return {
             "visible_stem": [self.visible_stem],
@@ -148,6 +181,6 @@ class AGW(nn.Module):
         }
 
 
-@register_method("agw", loss=LossSchema(AGWLossConfig, AGW_TERMS, agw_profile_defaults))
+@register_method("agw", loss=LossSchema(AGWLossConfig, AGW_TERMS, agw_loss_defaults), options=AGWOptions)
 def build_agw(num_classes: int, **kw: Any) -> AGW:
     return AGW(num_classes, **kw)

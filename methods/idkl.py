@@ -20,7 +20,7 @@ from torch import nn
 from vireid.methods import losses as L
 from vireid.methods.backbones import FEATURE_DIMS, back, build_resnet, check_backbone, front, load_weights
 from vireid.methods.layers import BNNeck, GeM, ModalityDiscriminator, Purifier
-from vireid.methods.registry import LossSchema, check_profile, config_error, register_method
+from vireid.methods.registry import LossSchema, config_error, register_method
 
 _W = {"ge": 0.0}
 
@@ -114,21 +114,19 @@ class IDKLLossConfig:
         return batch_size == self.kl_large_batch
 
 
-_PAPER_OVERRIDES: dict[str, Any] = {
-    # The public code switches the bg_kl / sm_kl / distalign weighting on the batch size being
-    # exactly 120; the `paper` profile uses the batch-120 formulation (the one behind the
-    # SYSU-MM01 and LLCM results) at every batch size. See docs/methods.md.
-    "kl_batch_rule": "large",
-}
+def loss_defaults() -> dict[str, Any]:
+    """Plain IDKLLossConfig kwargs: the public code's SYSU-MM01 configuration."""
+    return dataclasses.asdict(IDKLLossConfig())
 
 
-def profile_defaults(name: str) -> dict[str, Any]:
-    """Plain IDKLLossConfig kwargs of profile `name`: 'code' (the public code) or 'paper'."""
-    check_profile(name)
-    values = dataclasses.asdict(IDKLLossConfig())
-    if name == "paper":
-        values.update(_PAPER_OVERRIDES)
-    return values
+@dataclass(frozen=True)
+class IDKLOptions:
+    """`model.options` of idkl / baseline."""
+
+    discriminator_dropout: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})  # the code's Discrimination
+
+    def check(self, path: str = "model.options") -> None:
+        return None
 
 
 class IDKL(nn.Module):
@@ -281,16 +279,16 @@ class IDKL(nn.Module):
 
 
 def _idkl_schema(forced: dict[str, Any] | None = None, reason: str = "") -> LossSchema:
-    return LossSchema(IDKLLossConfig, IDKL_TERMS, profile_defaults, forced or {}, reason)
+    return LossSchema(IDKLLossConfig, IDKL_TERMS, loss_defaults, forced or {}, reason)
 
 
-@register_method("idkl", loss=_idkl_schema())
+@register_method("idkl", loss=_idkl_schema(), options=IDKLOptions)
 def build_idkl(num_classes: int, **kw: Any) -> IDKL:
     return IDKL(num_classes, **kw)
 
 
 @register_method("baseline", loss=_idkl_schema(
     {t: False for t in IDKL_ONLY_TERMS},
-    "the baseline is IDKL with every IDKL term off; use method 'idkl' to turn this term on"))
+    "the baseline is IDKL with every IDKL term off; use method 'idkl' to turn this term on"), options=IDKLOptions)
 def build_baseline(num_classes: int, **kw: Any) -> IDKL:
     return IDKL(num_classes, **kw)

@@ -114,15 +114,17 @@ class ModalityDiscriminator(nn.Module):
 class NonLocal(nn.Module):
     """AGW's non-local block (Wang et al.'s dot-product form, f / N), with a residual connection.
 
-    g, theta, phi: conv1x1(C -> C/r) with bias; W: conv1x1(C/r -> C) with bias then BatchNorm2d
-    initialised to zero, so the block starts as the identity. r = 2 is the non-local paper's
-    bottleneck; the cross-modal AGW code computes its width as ``r // r`` (= 1 channel), which
-    docs/methods.md records as a difference.
+    g, theta, phi: conv1x1(C -> C') with bias; W: conv1x1(C' -> C) with bias then BatchNorm2d
+    initialised to zero, so the block starts as the identity. The cross-modal AGW code computes
+    C' as ``reduc_ratio // reduc_ratio`` = 1 (7 C + 3 parameters per block); Wang et al.'s
+    bottleneck is C' = C / 2. AGW picks C' (its option `non_local_width`).
     """
 
-    def __init__(self, channels: int, reduction: int = 2):
+    def __init__(self, channels: int, inter_channels: int = 1):
         super().__init__()
-        self.inter_channels = max(channels // reduction, 1)
+        if inter_channels < 1:
+            raise ValueError(f"inter_channels: expected >= 1, got {inter_channels}")
+        self.inter_channels = inter_channels
         self.g = nn.Conv2d(channels, self.inter_channels, kernel_size=1)
         self.theta = nn.Conv2d(channels, self.inter_channels, kernel_size=1)
         self.phi = nn.Conv2d(channels, self.inter_channels, kernel_size=1)

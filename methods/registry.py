@@ -1,7 +1,12 @@
-"""One registry of methods: ``build_model(name, num_classes, ...)`` and loss-config resolution.
+"""One registry of methods: ``build_model(name, num_classes, ...)``, loss-config and option resolution,
+and the optimiser's parameter groups.
 
-A method registers a builder with ``@register_method(name, loss=LossSchema(...))``; the builder is
-called as ``builder(num_classes, backbone=, weights=, last_stride=, loss=<resolved config>, **kw)``.
+A method registers a builder with ``@register_method(name, loss=LossSchema(...), options=<dataclass>)``;
+the builder is called as ``builder(num_classes, backbone=, weights=, last_stride=, loss=<resolved
+config>, **<resolved options>)``. Options are the method's own model settings (``model.options`` in
+params.yaml), typed by its options dataclass. A model may define ``param_groups(lr)`` (a list of
+``{"name", "params", "lr"}``) when its code trains parts at different rates; `param_groups` falls
+back to one group, so the harness never needs to know the method by name.
 
 Loss mappings may be flat (``triplet_weight: 2``) or nested by term
 (``triplet: {enabled: true, weight: 2, margin: 1.3}``): ``<term>.enabled`` -> field ``<term>``,
@@ -17,23 +22,27 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, get_args, get_origin
 
-PROFILES = ("code", "paper")
-
-
 @dataclass(frozen=True)
 class LossSchema:
-    """How a method turns (profile, user mapping) into its loss-config dataclass."""
+    """How a method turns a user mapping into its loss-config dataclass (defaults: the method's code)."""
 
     cls: type
     terms: tuple[str, ...]
-    defaults: Callable[[str], dict[str, Any]]
+    defaults: Callable[[], dict[str, Any]]
     forced: dict[str, Any] = dataclasses.field(default_factory=dict)
     forced_reason: str = ""
 
-    def resolve(self, loss: dict[str, Any] | None, profile: str = "code", path: str = "loss") -> Any:
-        check_profile(profile)
-        return build_loss_config(self.cls, loss, self.defaults(profile), self.terms, path, self.forced,
+    def resolve(self, loss: dict[str, Any] | None, path: str = "loss") -> Any:
+        return build_loss_config(self.cls, loss, self.defaults(), self.terms, path, self.forced,
                                  self.forced_reason)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Options of a method that has none."""
+
+    def check(self, path: str = "model.options") -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -41,18 +50,20 @@ class MethodSpec:
     name: str
     builder: Callable[..., Any]
     loss: LossSchema
+    options: type = NoOptions
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register_method(name: str, loss: LossSchema) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering `builder` under `name` (with its loss schema)."""
+def register_method(name: str, loss: LossSchema,
+                    options: type = NoOptions) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering `builder` under `name` (with its loss schema and options dataclass)."""
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"method {name!r} is already registered")
-        _REGISTRY[name] = MethodSpec(name, builder, loss)
+        _REGISTRY[name] = MethodSpec(name, builder, loss, options)
         return builder
 
     return decorate
@@ -68,36 +79,71 @@ def get_method(name: str) -> MethodSpec:
     return _REGISTRY[name]
 
 
-def check_profile(profile: str) -> None:
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
+def resolve_loss_config(name: str, loss: Any = None, path: str = "loss") -> Any:
+    """The method's loss-config dataclass: its defaults (the method's code) with `loss` overlaid."""
+    return get_method(name).loss.resolve(loss, path)
 
 
-def resolve_loss_config(name: str, loss: Any = None, profile: str = "code", path: str = "loss") -> Any:
-    """The method's loss-config dataclass for `profile` with `loss` overlaid."""
-    return get_method(name).loss.resolve(loss, profile, path)
-
-
-def validate_loss_config(method: str, loss: Any, path: str = "loss", profile: str = "code") -> None:
+def validate_loss_config(method: str, loss: Any, path: str = "loss") -> None:
     """Raise (naming the key path) if `loss` is not a valid loss mapping for `method`."""
-    resolve_loss_config(method, loss, profile, path)
+    resolve_loss_config(method, loss, path)
+
+
+def resolve_options(name: str, options: dict[str, Any] | None = None, path: str = "model.options") -> Any:
+    """The method's options dataclass: its defaults with `options` overlaid (errors name the key)."""
+    cls = get_method(name).options
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise config_error(f"{path}: expected a mapping, got {options!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in options.items():
+        key_path = f"{path}.{key}"
+        if key not in fields:
+            allowed = ", ".join(fields) or f"none (method {name!r} has no options)"
+            raise config_error(f"unknown key {key_path}; allowed keys under {path}: {allowed}")
+        converted = _convert(value, hints[key], key_path)
+        _check_bounds(converted, fields[key].metadata, key_path, value)
+        values[key] = converted
+    resolved = cls(**values)
+    resolved.check(path)
+    return resolved
 
 
 def build_model(name: str, num_classes: int, backbone: str = "resnet50", weights: str = "none", last_stride: int = 1,
-                loss: Any = None, profile: str = "code", **kw: Any):
+                loss: Any = None, options: dict[str, Any] | None = None, **kw: Any):
     """Build method `name` (see `list_methods()`).
 
     num_classes: training identities; backbone: tiny | resnet18 | resnet34 | resnet50;
     weights: 'none' | 'imagenet' (torch hub cache) | path of a state dict (never downloads);
     last_stride: 1 (drop layer4's stride) or 2; loss: mapping (flat or nested by term) overlaid
-    on the `profile` ('code' | 'paper') defaults;
-    **kw: method-specific options (IDKL: discriminator_dropout; AGW: non_local).
+    on the method's defaults; options: the method's options (``model.options``: IDKL
+    discriminator_dropout; AGW non_local, non_local_width, backbone_lr_scale), validated;
+    **kw: the same options as keyword arguments (they override `options`).
     """
     spec = get_method(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
-    config = resolve_loss_config(name, loss, profile)
-    return spec.builder(num_classes, backbone=backbone, weights=weights, last_stride=last_stride, loss=config, **kw)
+    config = resolve_loss_config(name, loss)
+    resolved = dataclasses.asdict(resolve_options(name, {**(options or {}), **kw}))
+    return spec.builder(num_classes, backbone=backbone, weights=weights, last_stride=last_stride, loss=config,
+                        **resolved)
+
+
+def param_groups(model: Any, lr: float) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: ``model.param_groups(lr)`` if the method defines it, else one
+    group of every parameter at `lr`. Parameters that do not train (``requires_grad`` off) are left out."""
+    groups = model.param_groups(lr) if hasattr(model, "param_groups") else [
+        {"name": "all", "params": list(model.parameters()), "lr": lr}]
+    out = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    seen = [id(p) for g in out for p in g["params"]]
+    expected = {id(p) for p in model.parameters() if p.requires_grad}
+    if len(seen) != len(set(seen)) or set(seen) != expected:  # a method's grouping that drops or repeats one is a bug
+        raise RuntimeError(f"{type(model).__name__}.param_groups: every trainable parameter must be in exactly one "
+                           "group")
+    return [g for g in out if g["params"]]
 
 
 # --- typed loss mappings ------------------------------------------------------------------------
@@ -126,6 +172,11 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return None
         (inner,) = [a for a in get_args(tp) if a is not type(None)]
         return _convert(value, inner, path)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise config_error(f"{path}: expected a list, got {value!r}")
+        (item,) = get_args(tp)[:1] or (Any,)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -139,6 +190,15 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             return float(value)
         raise config_error(f"{path}: expected float, got {value!r}")
     raise TypeError(f"unsupported loss-config field type {tp!r}")  # a programming error
+
+
+def _check_bounds(converted: Any, meta: Any, key_path: str, value: Any) -> None:
+    """Field metadata `ge` / `le` (NaN passes and fails loudly later)."""
+    minimum, maximum = meta.get("ge"), meta.get("le")
+    if minimum is not None and converted is not None and converted < minimum:
+        raise config_error(f"{key_path}: expected a value >= {minimum}, got {value!r}")
+    if maximum is not None and converted is not None and converted > maximum:
+        raise config_error(f"{key_path}: expected a value <= {maximum}, got {value!r}")
 
 
 def flatten_loss_mapping(loss: dict[str, Any] | None, terms: tuple[str, ...], path: str) -> list[tuple[str, Any, str]]:
@@ -177,9 +237,7 @@ def build_loss_config(cls: type, loss: dict[str, Any] | None, defaults: dict[str
                                    + ", ".join(allowed))
             raise config_error(f"unknown key {key_path}; allowed keys under {path}: {', '.join(fields)}")
         converted = _convert(value, hints[name], key_path)
-        minimum = fields[name].metadata.get("ge")
-        if minimum is not None and converted is not None and converted < minimum:  # NaN passes, fails loudly later
-            raise config_error(f"{key_path}: expected a value >= {minimum}, got {value!r}")
+        _check_bounds(converted, fields[name].metadata, key_path, value)
         if forced and name in forced and converted != forced[name]:
             raise config_error(f"{key_path}: {forced_reason or 'fixed by this method'} (must be {forced[name]!r})")
         values[name] = converted

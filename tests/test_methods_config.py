@@ -1,5 +1,5 @@
-"""The methods registry, loss-config validation (flat and nested forms, profiles, the errors the
-harness shows), and `vireid describe-model`."""
+"""The methods registry, loss-config and model-option validation (flat and nested forms, the errors
+the harness shows), and `vireid describe-model`."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,8 @@ import yaml
 from vireid.harness import cli
 from vireid.harness.schema import ConfigError
 from test_methods_losses import one_thread  # noqa: F401 (autouse fixture)
-from vireid.methods import IDKL_ONLY_TERMS, list_methods, profile_defaults, resolve_loss_config, validate_loss_config
+from vireid.methods import (IDKL_ONLY_TERMS, list_methods, loss_defaults, resolve_loss_config, resolve_options,
+                            validate_loss_config)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,20 +31,18 @@ def test_flat_and_nested_forms_are_the_same_config():
     assert resolve_loss_config("idkl", nested) == resolve_loss_config("idkl", flat)
 
 
-def test_code_profile_defaults_are_the_public_code():
-    code = profile_defaults("code")
+def test_loss_defaults_are_the_public_code():
+    code = loss_defaults()
     assert all(code[t] for t in ("id", "triplet", *IDKL_ONLY_TERMS))
     assert (code["triplet_margin"], code["ip_weight"], code["kl_large_batch"], code["kl_batch_rule"]) == (1.3, 0.1, 120,
                                                                                                           "exact")
     assert (code["bg_kl_inter_large"], code["bg_kl_inter_small"], code["sm_kl_inter_large"],
             code["sm_kl_inter_small"], code["distalign_inter_large"], code["distalign_scale_small"]) == (
         0.8, 0.3, 0.8, 0.3, 0.6, 0.1)
-    paper = profile_defaults("paper")
-    assert {k for k in code if code[k] != paper[k]} == {"kl_batch_rule"} and paper["kl_batch_rule"] == "large"
 
 
-def test_params_yaml_loss_block_is_the_code_profile():
-    """The lead's params.yaml spells out the `code` profile; it must resolve to exactly the defaults."""
+def test_params_yaml_loss_block_is_the_method_defaults():
+    """The lead's params.yaml spells out IDKL's defaults; it must resolve to exactly them."""
     loss = yaml.safe_load((REPO / "params.yaml").read_text())["loss"]
     assert resolve_loss_config("idkl", loss) == resolve_loss_config("idkl", None)
 
@@ -74,7 +73,8 @@ def test_experiment_overlays_validate():
     for name in ("baseline", "idkl-decompose", "idkl-decompose-ip", "idkl-no-distalign", "idkl", "agw"):
         if (REPO / "experiments" / f"{name}.yaml").is_file():
             params = load_params(experiment=name)
-            validate_loss_config(params.model.method, params.loss, profile=params.model.profile)
+            validate_loss_config(params.model.method, params.loss)
+            resolve_options(params.model.method, params.model.options)
 
 
 def _cli_json(capsys, *args: str) -> dict:

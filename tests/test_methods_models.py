@@ -90,6 +90,7 @@ def test_agw_non_local_placement_resnet50():
     assert model.non_local_after == [[], [2, 3], [3, 4, 5], []]
     assert [nl.g.in_channels for nl in model.non_local[1]] == [512, 512]
     assert [nl.g.in_channels for nl in model.non_local[2]] == [1024, 1024, 1024]
+    assert {nl.inter_channels for stage in model.non_local for nl in stage} == {1}  # the code's r // r
     assert "p" not in dict(model.named_parameters())  # GeM p is fixed
 
 
@@ -140,11 +141,11 @@ def test_batch_size_switch_parameters():
             ref_distalign(out["feat"], out["sp_feat"], modality, full=large), **TOL)
 
 
-def test_paper_profile_uses_the_large_batch_formulation():
+def test_large_batch_rule_uses_the_batch_120_formulation_at_any_batch():
     data = batch()
-    code, paper = make(profile="code"), make(profile="paper")
-    assert (code.cfg.kl_batch_rule, paper.cfg.kl_batch_rule) == ("exact", "large")
-    out, terms = run(paper, data)
+    code, large = make(), make(loss={"kl_batch_rule": "large"})
+    assert (code.cfg.kl_batch_rule, large.cfg.kl_batch_rule) == ("exact", "large")
+    out, terms = run(large, data)
     assert float(terms["bg_kl"]) == pytest.approx(ref_bg_kl(out["logits"], out["sp_logits"], data[2], 0.8), **TOL)
 
 

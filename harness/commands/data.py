@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "dataset if `data.synthetic.enabled`, write <prepared_dir>/manifest.parquet "
                                       "and the uint8 image cache. Does nothing when everything is up to date.")
     add_params_args(prep)
+    prep.add_argument("--for-study", action="store_true",
+                      help="also cache every other image size that a variant of `study.variants` trains at on "
+                           "this dataset (e.g. AGW's 288x144 recipe beside IDKL's 384x144)")
     prep.set_defaults(handler=run_prepare)
 
     aud = sub.add_parser("audit", help="reference points of a prepared dataset: chance, pixel matchers, cue shuffle",
@@ -147,6 +150,15 @@ def run_prepare(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DatasetWarning)
         summary = prepare_from_params(params.data)
+        if getattr(args, "for_study", False):
+            sizes = {(params.data.image_height, params.data.image_width)}
+            for variant in params.study.variants:
+                other = resolve(argparse.Namespace(**{**vars(args), "experiment": variant})).data
+                size = (other.image_height, other.image_width)
+                if size not in sizes:
+                    sizes.add(size)
+                    extra = prepare_from_params(other)
+                    print(f"cache for {variant}: {extra['cache']} ({size[0]}x{size[1]})")
     if summary["generated"]:
         print(f"generated {summary['generated']['images']} synthetic images at {summary['root']}")
     manifest_state = "reused" if summary["manifest_reused"] else "written"

@@ -14,10 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="a registered method (idkl, baseline, agw)")
     p.add_argument("--backbone", default="resnet50", help="tiny | resnet18 | resnet34 | resnet50 (default resnet50)")
     p.add_argument("--num-classes", type=int, required=True, help="number of training identities (SYSU-MM01: 395)")
-    p.add_argument("--profile", choices=("code", "paper"), default="code", help="loss profile (default code)")
     p.add_argument("--last-stride", type=int, choices=(1, 2), default=1, help="layer4 stride (default 1)")
     p.add_argument("--set", dest="loss_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="loss option (repeatable), e.g. --set bg_kl=false --set triplet.margin=0.3")
+    p.add_argument("--option", dest="model_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option of the method (repeatable, as model.options), e.g. --option non_local_width=half")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
@@ -40,36 +41,41 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def describe(method: str, backbone: str, num_classes: int, profile: str = "code", last_stride: int = 1,
-             loss: dict | None = None) -> dict:
+def describe(method: str, backbone: str, num_classes: int, last_stride: int = 1,
+             loss: dict | None = None, options: dict | None = None) -> dict:
     import torch
 
-    from vireid.methods import build_model, trainable_parameters
+    import dataclasses
+
+    from vireid.methods import build_model, resolve_options, trainable_parameters
 
     with torch.device("meta"):
         model = build_model(method, num_classes=num_classes, backbone=backbone, weights="none",
-                            last_stride=last_stride, loss=loss, profile=profile)
+                            last_stride=last_stride, loss=loss, options=options)
     parts = {name: sum(trainable_parameters(m) for m in mods) for name, mods in model.parts().items()}
     total = trainable_parameters(model)
     if sum(parts.values()) != total:  # a part list that misses a module is a bug worth seeing
         parts["other"] = total - sum(parts.values())
     cfg = getattr(model, "cfg", None)
     return {
-        "method": method, "backbone": backbone, "num_classes": num_classes, "profile": profile,
-        "last_stride": last_stride,
+        "method": method, "backbone": backbone, "num_classes": num_classes, "last_stride": last_stride,
+        "options": dataclasses.asdict(resolve_options(method, options)),
         "loss_terms": cfg.enabled_terms() if cfg is not None else [],
         "trainable_params": total, "parts": parts,
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    info = describe(args.method, args.backbone, args.num_classes, args.profile, args.last_stride,
-                    _parse_overrides(args.loss_overrides) or None)
+    options = _parse_overrides(args.model_options) or None
+    info = describe(args.method, args.backbone, args.num_classes, args.last_stride,
+                    _parse_overrides(args.loss_overrides) or None, options)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     print(f"method {info['method']}  backbone {info['backbone']}  classes {info['num_classes']}  "
-          f"profile {info['profile']}  last stride {info['last_stride']}")
+          f"last stride {info['last_stride']}")
+    if info["options"]:
+        print("options: " + ", ".join(f"{k}={v}" for k, v in info["options"].items()))
     print(f"loss terms: {', '.join(info['loss_terms']) or '-'}")
     width = max(len(k) for k in [*info["parts"], "total"])
     print(f"{'part':<{width}}  {'trainable params':>16}")
