@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import pandas as pd
 
@@ -117,12 +118,14 @@ def _person_of(entry: IndexEntry, folder: str, where: str) -> int:
     return int(parts[1])
 
 
-def indexed_records(root: Path, files: list[tuple[str, str, str, int, str]]) -> pd.DataFrame:
+def indexed_records(root: Path, files: list[tuple[str, str, str, int, str]],
+                    real_camera: Callable[[IndexEntry, int, str], int] | None = None) -> pd.DataFrame:
     """Records of an index-file layout (RegDB, LLCM).
 
-    ``files``: (index file, image folder, modality, camera, split) per index file. The pid
-    of an image is its person folder (the dataset's own id, not the relabelled index
-    label); the label must be one per person within a file.
+    ``files``: (index file, image folder, modality, camera code, split) per index file. The
+    pid of an image is its person folder (the dataset's own id, not the relabelled index
+    label); the label must be one per person within a file. ``real_camera(entry, pid,
+    where)`` gives the ``camera`` column (default: the camera code).
     """
     rows = []
     ids: dict[str, set[int]] = {"train": set(), "test": set()}
@@ -135,8 +138,9 @@ def indexed_records(root: Path, files: list[tuple[str, str, str, int, str]]) -> 
             if previous[0] != entry.label:
                 raise DatasetError(f"{root / rel}:{entry.line}: person {pid} has label {entry.label} but label "
                                    f"{previous[0]} on line {previous[1]}; expected one label per person")
-            rows.append((entry.path, pid, cam, modality, split))
+            camera = cam if real_camera is None else real_camera(entry, pid, str(root / rel))
+            rows.append((entry.path, pid, cam, modality, split, camera))
         ids[split] |= set(label_of)
         sources[split].append(str(root / rel))
     check_disjoint(ids["train"], ids["test"], " + ".join(sources["train"]), " + ".join(sources["test"]))
-    return pd.DataFrame(rows, columns=["path", "pid", "cam", "modality", "split"])
+    return pd.DataFrame(rows, columns=["path", "pid", "cam", "modality", "split", "camera"])

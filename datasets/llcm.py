@@ -1,31 +1,93 @@
 """LLCM (low-light cross-modality).
 
-Layout: ``vis/<person>/<file>.jpg`` and ``nir/<person>/<file>.jpg`` (file names such as
-``0351_c06_s200656_f4830_nir.jpg`` carry the real camera, ``c06``); index files
+Layout as shipped: ``vis/<person>/<file>.jpg`` and ``nir/<person>/<file>.jpg``, file names
+``PPPP_cCC_sSSSSSS_fN_(vis|nir).jpg`` (person, real camera ``CC``, ...); index files
 ``idx/train_vis.txt``, ``idx/train_nir.txt``, ``idx/test_vis.txt``, ``idx/test_nir.txt`` with
-lines ``relative/path label``, paths relative to the root.
+lines ``relative/path label`` (``nir/0351/0351_c06_s200656_f4830_nir.jpg 0``), paths relative
+to the root; ``idx/test_id.txt``, one line of comma-separated test person ids; and copies of
+the test images by camera, ``test_vis/cam1..9/PPPP/<file>`` and ``test_nir/camC/PPPP/<file>``
+(no infrared camera 3), which DEEN's test loader reads.
 
-As the public IDKL code (data/dataset.py, LLCMData): the person is the image's folder and
-the ``cam`` column codes the modality, visible = 2 and near-infrared = 3, not the real
-camera in the file name (the protocol does not use it; it stays readable in ``path``).
+As the public IDKL code (data/dataset.py, LLCMData): the records come from the index files,
+the person is the image's folder and the ``cam`` column codes the modality, visible = 2 and
+near-infrared = 3. The real camera of the file name is the ``camera`` column (DEEN's
+protocol needs it); its person must equal the folder. When ``idx/test_id.txt`` and the
+``test_vis/``/``test_nir/`` copies are present they must agree with the test index files
+(same persons; the same files under ``camC/PPPP/``); when absent, a warning says that
+DEEN-style loaders need them (our protocols do not).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from vireid.datasets.layout import Layout, indexed_records, require_dir
+import pandas as pd
+
+from vireid.datasets.errors import DatasetError
+from vireid.datasets.layout import IndexEntry, Layout, indexed_records, require_dir
 from vireid.datasets.schema import INFRARED, VISIBLE
 
 SPLITS = (1,)
 VISIBLE_CAM, NIR_CAM = 2, 3
+CAMERAS = tuple(range(1, 10))
+NIR_CAMERAS = (1, 2, 4, 5, 6, 7, 8, 9)  # the real set has no near-infrared camera 3
 INDEX_FILES = [
     ("idx/train_vis.txt", "vis", VISIBLE, VISIBLE_CAM, "train"),
     ("idx/train_nir.txt", "nir", INFRARED, NIR_CAM, "train"),
     ("idx/test_vis.txt", "vis", VISIBLE, VISIBLE_CAM, "test"),
     ("idx/test_nir.txt", "nir", INFRARED, NIR_CAM, "test"),
 ]
+TEST_ID_FILE = "idx/test_id.txt"
+TEST_COPIES = {"vis": "test_vis", "nir": "test_nir"}
+_NAME = re.compile(r"^(\d+)_c(\d+)_s\d+_f\d+_(vis|nir)\.jpg$")
 
-__all__ = ["read", "SPLITS", "INDEX_FILES", "VISIBLE_CAM", "NIR_CAM"]
+__all__ = ["read", "file_camera", "SPLITS", "INDEX_FILES", "VISIBLE_CAM", "NIR_CAM", "CAMERAS", "NIR_CAMERAS",
+           "TEST_ID_FILE", "TEST_COPIES"]
+
+
+def file_camera(entry: IndexEntry, pid: int, where: str) -> int:
+    """The real camera in an LLCM file name; its person and modality must fit the folders."""
+    folder, _, name = entry.path.split("/")
+    m = _NAME.match(name)
+    if not m:
+        raise DatasetError(f"{where}:{entry.line}: image name {name!r} is not of the form "
+                           f"PPPP_cCC_sSSSSSS_fN_{folder}.jpg")
+    if int(m.group(1)) != pid or m.group(3) != folder:
+        raise DatasetError(f"{where}:{entry.line}: image name {name!r} does not fit its folder {folder}/{pid:04d}/")
+    return int(m.group(2))
+
+
+def _check_test_copies(root: Path, records: pd.DataFrame, warnings: list[str]) -> None:
+    from vireid.datasets.sysu import read_id_list
+
+    test = records[records["split"] == "test"]
+    if (root / TEST_ID_FILE).is_file():
+        listed = set(read_id_list(root / TEST_ID_FILE))
+        used = set(test["pid"].tolist())
+        if listed != used:
+            diff = sorted(listed ^ used)
+            raise DatasetError(f"{root / TEST_ID_FILE}: lists persons {sorted(listed - used)[:10]} without a test "
+                               f"image and misses test persons {sorted(used - listed)[:10]} "
+                               f"({len(diff)} differences); expected the persons of idx/test_*.txt")
+    else:
+        warnings.append(f"{TEST_ID_FILE} not found: DEEN-style test loaders need it (our protocols do not)")
+    for folder, copies in TEST_COPIES.items():
+        base = root / copies
+        if not base.is_dir():
+            warnings.append(f"{copies}/ not found: DEEN-style test loaders read the test images by camera from it "
+                            "(our protocols do not)")
+            continue
+        rows = test[test["path"].str.startswith(folder + "/")]
+        expected = {f"cam{c}/{p.split('/')[1]}/{p.split('/')[2]}" for p, c in zip(rows["path"], rows["camera"])}
+        found = {f.relative_to(base).as_posix() for f in base.glob("cam*/*/*") if f.is_file()
+                 and not f.name.startswith(".")}
+        if found != expected:
+            extra, missing = sorted(found - expected), sorted(expected - found)
+            detail = (f"{base / extra[0]} is not a test image of that camera in idx/test_{folder}.txt" if extra
+                      else f"{base / missing[0]} is missing")
+            raise DatasetError(f"{base}: the test copies do not match idx/test_{folder}.txt ({detail}; "
+                               f"{len(extra)} extra, {len(missing)} missing); expected {copies}/camC/PPPP/<file> "
+                               "for every test image")
 
 
 def read(root, split: int = 1) -> Layout:
@@ -33,4 +95,8 @@ def read(root, split: int = 1) -> Layout:
     require_dir(root, "the LLCM root (vis/, nir/, idx/)")
     for folder in ("vis", "nir", "idx"):
         require_dir(root / folder, f"LLCM's {folder}/ folder")
-    return Layout(indexed_records(root, INDEX_FILES), [f[0] for f in INDEX_FILES])
+    records = indexed_records(root, INDEX_FILES, real_camera=file_camera)
+    warnings: list[str] = []
+    _check_test_copies(root, records, warnings)
+    files = [f[0] for f in INDEX_FILES] + ([TEST_ID_FILE] if (root / TEST_ID_FILE).is_file() else [])
+    return Layout(records, files, warnings)

@@ -27,7 +27,7 @@ from vireid.datasets.layout import Layout
 from vireid.datasets.schema import MODALITIES, SPLITS, validate_records
 
 FORMAT = "vireid-manifest"
-VERSION = 1
+VERSION = 2  # 2: records carry the real camera (column `camera`)
 RECORD_SUFFIXES = (".parquet", ".csv")
 
 __all__ = ["Manifest", "read_layout", "build_manifest", "write_manifest", "read_manifest", "sidecar_path",

@@ -13,8 +13,12 @@ __all__ = [
     "CODE_MODALITY", "modality_codes", "validate_records", "empty_records",
 ]
 
-#: Columns of a record table, in order.
-RECORD_COLUMNS = ("path", "pid", "cam", "modality", "split")
+#: Columns of a record table, in order. ``cam`` is the camera code of the public IDKL code
+#: (SYSU-MM01: the real camera 1..6; RegDB and LLCM: visible 2, infrared 3), which the
+#: IDKL protocols select by; ``camera`` is the dataset's real camera (SYSU-MM01 1..6,
+#: RegDB 2/3 -- one camera per modality --, LLCM 1..9 from the file name ``PPPP_cCC_...``),
+#: which DEEN's LLCM protocol needs.
+RECORD_COLUMNS = ("path", "pid", "cam", "modality", "split", "camera")
 VISIBLE = "visible"
 INFRARED = "infrared"
 #: Allowed values of the ``modality`` column.
@@ -42,7 +46,7 @@ def empty_records() -> "pd.DataFrame":
     return pd.DataFrame({
         "path": pd.Series([], dtype=object), "pid": pd.Series([], dtype="int64"),
         "cam": pd.Series([], dtype="int64"), "modality": pd.Series([], dtype=object),
-        "split": pd.Series([], dtype=object),
+        "split": pd.Series([], dtype=object), "camera": pd.Series([], dtype="int64"),
     })
 
 
@@ -65,13 +69,14 @@ def validate_records(df: "pd.DataFrame", source: str = "records") -> "pd.DataFra
         raise DatasetError(f"{source}: unexpected record columns {extra}; expected exactly "
                            f"{list(RECORD_COLUMNS)}")
     out = df.loc[:, list(RECORD_COLUMNS)].copy()
-    if out[["path", "pid", "cam", "modality", "split"]].isna().any().any():
+    if out[list(RECORD_COLUMNS)].isna().any().any():
         raise DatasetError(f"{source}: records contain missing values")
     try:
         out["pid"] = out["pid"].astype("int64")
         out["cam"] = out["cam"].astype("int64")
+        out["camera"] = out["camera"].astype("int64")
     except (TypeError, ValueError) as exc:
-        raise DatasetError(f"{source}: pid and cam must be integers ({exc})") from None
+        raise DatasetError(f"{source}: pid, cam and camera must be integers ({exc})") from None
     out["path"] = out["path"].astype(str).astype(object)
     out["modality"] = out["modality"].astype(str).astype(object)
     out["split"] = out["split"].astype(str).astype(object)

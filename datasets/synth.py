@@ -29,7 +29,9 @@ from vireid.datasets.errors import DatasetError
 from vireid.datasets.synth_render import IR_MODELS, Identities, draw_camera, draw_identities, draw_views, render
 
 GENERATOR = "vireid-bench synthetic"
-GENERATOR_VERSION = 2  # 2: latent identity code (cue_correlation), NIR vs thermal infrared
+GENERATOR_VERSION = 2  # 2: latent identity code (cue_correlation), NIR vs thermal infrared, and the real
+                       # formats (uint8 permutations with absent persons, 3-channel thermal BMPs, LLCM test
+                       # copies by camera and idx/test_id.txt)
 STAMP = "synth.json"
 LAYOUTS = ("sysu", "regdb", "llcm")
 DEFAULT_TEST_FRACTION = {"sysu": 0.3, "regdb": 0.5, "llcm": 0.33}  # real: 96/491, 206/412, 351/1064
@@ -37,12 +39,12 @@ DEFAULT_IR_MODEL = {"sysu": "nir", "regdb": "thermal", "llcm": "nir"}  # the rea
 SYSU_IR_CAMS = (3, 6)
 REGDB_TRIALS = 10
 SYSU_PERM_TRIALS = 10
-LLCM_CAMERAS = 9
+SYSU_INDOOR_ABSENT = 0.4  # persons never seen by the indoor visible cameras 1, 2 (real: 40 of 96 test persons)
 LLCM_CAMS_PER_MODALITY = 3
 JPEG_QUALITY = 92
 RENDER_CHUNK = 32  # images drawn at once
 # tags of the independent random streams
-_IDS, _SPLIT, _CAMERA, _VIEW, _PERM, _LLCM_CAMS = range(6)
+_IDS, _SPLIT, _CAMERA, _VIEW, _PERM, _LLCM_CAMS, _ABSENT = range(7)
 
 __all__ = ["SynthSettings", "ensure_synthetic", "generate", "read_stamp", "LAYOUTS", "STAMP"]
 
@@ -119,6 +121,7 @@ class _Shoot:
     infrared: bool
     shots: list[tuple[int, int, str]]
     fmt: str  # "jpg" or "bmp"
+    copies: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> byte-identical copy (LLCM test_*/)
 
 
 def render_job(s: SynthSettings, ids: Identities, job: _Shoot) -> np.ndarray:
@@ -147,12 +150,17 @@ def _shoot(root: Path, s: SynthSettings, ids: Identities, job: _Shoot) -> int:
     images = render_job(s, ids, job)
     for folder in sorted({(root / rel).parent for _, _, rel in job.shots}):
         folder.mkdir(parents=True, exist_ok=True)
+    for folder in sorted({(root / rel).parent for rel in job.copies.values()}):
+        folder.mkdir(parents=True, exist_ok=True)
     for (_, _, rel), pixels in zip(job.shots, images):
+        # infrared images are 3-channel with equal channels, as SYSU-MM01's JPEGs and RegDB's BMPs are
+        rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=-1)
         if job.fmt == "bmp":
-            Image.fromarray(pixels).save(root / rel, format="BMP")
-        else:  # infrared JPEGs are 3-channel with equal channels, as SYSU-MM01's are
-            rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=-1)
+            Image.fromarray(rgb).save(root / rel, format="BMP")
+        else:
             Image.fromarray(rgb).save(root / rel, format="JPEG", quality=JPEG_QUALITY)
+        if rel in job.copies:
+            shutil.copyfile(root / rel, root / job.copies[rel])
     return len(job.shots)
 
 
@@ -186,23 +194,33 @@ def _index_lines(entries: list[tuple[str, int]], ids: list[int]) -> str:
 
 
 def _write_sysu(root: Path, s: SynthSettings) -> list[_Shoot]:
+    """cam1..cam6/PPPP/IIII.jpg, exp/*_id.txt and exp/rand_perm_cam.mat as the official file:
+    per camera one entry per person up to the camera's largest person id, uint8 10 x n, 10 x 0
+    for a person the camera never saw (about SYSU_INDOOR_ABSENT of the persons in cameras 1, 2)."""
     from vireid.datasets.sysu import ID_FILES, PERM_FILE, image_path
     from vireid.datasets.sysu_perm import write_rand_perm_cam
 
+    if s.images_per_cam > 255:
+        raise DatasetError(f"synthetic SYSU-MM01: images_per_cam={s.images_per_cam} does not fit the official "
+                           "uint8 permutation matrices (at most 255)")
     pids = range(1, s.n_ids + 1)
     for name, ids in _split_ids(s, "sysu", 0).items():
         _write_text(root / ID_FILES[name], ",".join(str(i) for i in ids) + "\n")
+    indoor = {pid for pid in pids if _rng(s, _ABSENT, pid).random() >= SYSU_INDOOR_ABSENT}
+    seen = {cam: [pid for pid in pids if cam not in (1, 2) or pid in indoor] for cam in range(1, 7)}
     perms = {}
+    numbers = np.arange(1, s.images_per_cam + 1)
     for cam in range(1, 7):
         rng = _rng(s, _PERM, cam)
-        numbers = np.arange(1, s.images_per_cam + 1)
-        perms[cam] = [np.stack([rng.permutation(numbers) for _ in range(SYSU_PERM_TRIALS)]) for _ in pids]
-    write_rand_perm_cam(root / PERM_FILE, perms)
-    return [_Shoot(cam, cam in SYSU_IR_CAMS, [(pid, k, image_path(cam, pid, k + 1)) for pid in pids
+        perms[cam] = [np.stack([rng.permutation(numbers) for _ in range(SYSU_PERM_TRIALS)]) if pid in seen[cam]
+                      else np.zeros((SYSU_PERM_TRIALS, 0)) for pid in range(1, max(seen[cam], default=0) + 1)]
+    write_rand_perm_cam(root / PERM_FILE, perms, n_trials=SYSU_PERM_TRIALS)
+    return [_Shoot(cam, cam in SYSU_IR_CAMS, [(pid, k, image_path(cam, pid, k + 1)) for pid in seen[cam]
                                               for k in range(s.images_per_cam)], "jpg") for cam in range(1, 7)]
 
 
 def _write_regdb(root: Path, s: SynthSettings) -> list[_Shoot]:
+    """Visible/ and Thermal/<person>/*.bmp (both 3-channel, as the real BMPs) and the 10 splits' index files."""
     from vireid.datasets.regdb import THERMAL_CAM, VISIBLE_CAM, index_files
 
     jobs = [_Shoot(cam, folder == "Thermal", [(pid, k, f"{folder}/{pid}/{letter}_{pid:04d}_{k + 1:02d}.bmp")
@@ -219,22 +237,31 @@ def _write_regdb(root: Path, s: SynthSettings) -> list[_Shoot]:
 
 
 def _write_llcm(root: Path, s: SynthSettings) -> list[_Shoot]:
-    from vireid.datasets.llcm import INDEX_FILES
+    """vis/ and nir/PPPP/PPPP_cCC_sSSSSSS_fN_(vis|nir).jpg, idx/{train,test}_{vis,nir}.txt,
+    idx/test_id.txt and the test copies by camera, test_vis/camC/PPPP/ and test_nir/camC/PPPP/
+    (no infrared camera 3, as the real set)."""
+    from vireid.datasets.llcm import CAMERAS, INDEX_FILES, NIR_CAMERAS, TEST_COPIES, TEST_ID_FILE
 
+    split = _split_ids(s, "llcm", 0)
+    test = set(split["test"])
     jobs = []
     entries: dict[str, list[tuple[str, int]]] = {"vis": [], "nir": []}
-    for code, folder in enumerate(("vis", "nir")):
-        seen_by = {pid: _rng(s, _LLCM_CAMS, code, pid).choice(LLCM_CAMERAS, LLCM_CAMS_PER_MODALITY, replace=False) + 1
+    for code, (folder, cams) in enumerate((("vis", CAMERAS), ("nir", NIR_CAMERAS))):
+        seen_by = {pid: set(_rng(s, _LLCM_CAMS, code, pid).choice(cams, LLCM_CAMS_PER_MODALITY, replace=False).tolist())
                    for pid in range(1, s.n_ids + 1)}
-        for cam in range(1, LLCM_CAMERAS + 1):
-            shots = [(pid, k, f"{folder}/{pid:04d}/{pid:04d}_c{cam:02d}_s{100 * pid + cam:06d}_f{10 * (k + 1):04d}"
-                              f"_{folder}.jpg")
-                     for pid in range(1, s.n_ids + 1) if cam in seen_by[pid] for k in range(s.images_per_cam)]
-            jobs.append(_Shoot(10 * code + cam, folder == "nir", shots, "jpg"))
+        for cam in cams:
+            shots = []
+            for pid in range(1, s.n_ids + 1):
+                if cam in seen_by[pid]:
+                    shots += [(pid, k, f"{folder}/{pid:04d}/{pid:04d}_c{cam:02d}_s{100 * pid + cam:06d}_f{10 * (k + 1)}"
+                                       f"_{folder}.jpg") for k in range(s.images_per_cam)]
+            copies = {rel: f"{TEST_COPIES[folder]}/cam{cam}/{pid:04d}/{rel.rsplit('/', 1)[1]}"
+                      for pid, _, rel in shots if pid in test}
+            jobs.append(_Shoot(10 * code + cam, folder == "nir", shots, "jpg", copies))
             entries[folder] += [(rel, pid) for pid, _, rel in shots]
-    split = _split_ids(s, "llcm", 0)
     for rel, folder, _, _, part in INDEX_FILES:
         _write_text(root / rel, _index_lines(sorted(entries[folder]), split[part]))
+    _write_text(root / TEST_ID_FILE, ",".join(str(i) for i in split["test"]) + "\n")
     return jobs
 
 

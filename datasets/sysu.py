@@ -1,15 +1,18 @@
 """SYSU-MM01 as its authors ship it.
 
 Layout: ``cam1 .. cam6/<pid, 4 digits>/<image, 4 digits>.jpg``; ``exp/train_id.txt``,
-``exp/val_id.txt``, ``exp/test_id.txt`` each hold one line of comma-separated ids;
-``exp/rand_perm_cam.mat`` is the gallery permutation of the official evaluation.
+``exp/val_id.txt``, ``exp/test_id.txt`` each hold one line of comma-separated ids.
+``exp/rand_perm_cam.mat``, the gallery permutation of the official evaluation, is *not* in
+the dataset archive: it comes from the official SYSU-MM01 evaluation repository
+(github.com/wuancong/SYSU-MM01, ``evaluation/data_split/rand_perm_cam.mat``). Training does
+not need it (a warning says it is missing); the sysu/* protocols do.
 
 As in the public IDKL code (data/dataset.py): the training split is train_id + val_id,
 the test split is test_id; images of persons in no list are ignored; cameras 3 and 6 are
 infrared, 1, 2, 4, 5 visible; the camera column is the real camera number. A listed
-person without images is reported as a warning. For every test person the permutation
-file must name exactly the images on disk of the gallery cameras (the test protocol draws
-its gallery from it).
+person without images is reported as a warning. When the permutation file is there, it
+must name, for every test person, exactly the images on disk of the gallery cameras (the
+test protocol draws its gallery from it).
 """
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ INFRARED_CAMERAS = (3, 6)
 GALLERY_CAMERAS = (1, 2, 4, 5)
 ID_FILES = {"train": "exp/train_id.txt", "val": "exp/val_id.txt", "test": "exp/test_id.txt"}
 PERM_FILE = "exp/rand_perm_cam.mat"
+PERM_SOURCE = ("the official SYSU-MM01 evaluation repository (github.com/wuancong/SYSU-MM01), "
+               "evaluation/data_split/rand_perm_cam.mat")
 
-__all__ = ["read", "read_id_list", "image_path", "CAMERAS", "INFRARED_CAMERAS", "ID_FILES", "PERM_FILE"]
+__all__ = ["read", "read_id_list", "image_path", "CAMERAS", "INFRARED_CAMERAS", "ID_FILES", "PERM_FILE", "PERM_SOURCE"]
 
 
 def image_path(cam: int, pid: int, number: int) -> str:
@@ -83,7 +88,7 @@ def _check_permutation(root: Path, table: pd.DataFrame, test_ids: list[int]) -> 
         persons = perm[cam]
         for pid in test_ids:
             disk = on_disk.get((cam, pid), set())
-            if pid > len(persons):
+            if pid > len(persons):  # the official lists stop at each camera's largest person id
                 if disk:
                     raise DatasetError(f"{where}: camera {cam} lists {len(persons)} persons; expected an entry "
                                        f"for test person {pid}")
@@ -106,11 +111,10 @@ def _check_permutation(root: Path, table: pd.DataFrame, test_ids: list[int]) -> 
 def read(root, split: int = 1) -> Layout:
     root = Path(root)
     require_dir(root, "the SYSU-MM01 root (cam1..cam6/, exp/)")
-    require_dir(root / "exp", "exp/ with train_id.txt, val_id.txt, test_id.txt, rand_perm_cam.mat")
+    require_dir(root / "exp", "exp/ with train_id.txt, val_id.txt, test_id.txt")
     lists = {name: read_id_list(root / rel) for name, rel in ID_FILES.items()}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         check_disjoint(lists[a], lists[b], str(root / ID_FILES[a]), str(root / ID_FILES[b]))
-    require_file(root / PERM_FILE, "the official gallery permutation exp/rand_perm_cam.mat")
     rows = [(cam, pid, number) for cam in CAMERAS for pid, number in _scan_camera(root, cam)]
     table = pd.DataFrame(rows, columns=["cam", "pid", "number"]).astype("int64")
     split_of = {pid: "train" for pid in lists["train"] + lists["val"]}
@@ -120,12 +124,18 @@ def read(root, split: int = 1) -> Layout:
     without = sorted(set(split_of) - set(table["pid"]))
     if without:
         warnings.append(f"{len(without)} listed person(s) have no image in cam1..cam6: {without[:20]}")
-    _check_permutation(root, table, lists["test"])
+    has_perm = (root / PERM_FILE).is_file()
+    if has_perm:
+        _check_permutation(root, table, lists["test"])
+    else:
+        warnings.append(f"{PERM_FILE} not found (it is not in the SYSU-MM01 archive): training works, the sysu/* "
+                        f"test protocols need it; copy it from {PERM_SOURCE}")
     records = pd.DataFrame({
         "path": [image_path(c, p, n) for c, p, n in table[["cam", "pid", "number"]].itertuples(index=False)],
         "pid": table["pid"].to_numpy(),
         "cam": table["cam"].to_numpy(),
         "modality": np.where(table["cam"].isin(INFRARED_CAMERAS), INFRARED, VISIBLE),
         "split": table["pid"].map(split_of).to_numpy(),
+        "camera": table["cam"].to_numpy(),
     })
-    return Layout(records, [*ID_FILES.values(), PERM_FILE], warnings)
+    return Layout(records, [*ID_FILES.values(), *([PERM_FILE] if has_perm else [])], warnings)

@@ -1,9 +1,14 @@
 """The official SYSU-MM01 gallery permutation file, ``exp/rand_perm_cam.mat``.
 
-Structure (MATLAB v5, variable ``rand_perm_cam``): a 6 x 1 cell, one entry per camera;
-each entry an (n_persons x 1) cell indexed by ``pid - 1``; each of those an
-(n_trials x n_images) double matrix whose row ``t`` is a permutation of the person's image
-numbers (1-based) in that camera. A person with no image in a camera has an empty matrix.
+Structure of the official file (MATLAB v5, variable ``rand_perm_cam``), as the public code
+reads it (IDKL's ``get_gallery_names``: ``perm[cam - 1][0].squeeze()[pid - 1][trial][:shots]``):
+a 6 x 1 cell, one entry per camera; each entry a cell with one entry per person id up to
+the camera's largest id (333 for cameras 1, 2 and 6, 533 for 3, 4 and 5), indexed by
+``pid - 1``; each of those a uint8 10 x n matrix whose row ``t`` is trial ``t``'s order of
+the person's n image numbers (1-based) in that camera, 10 x 0 where the person has no
+image there. A person beyond a camera's list has no image in it. The file is not in the
+SYSU-MM01 archive: it comes from the official evaluation repository
+(github.com/wuancong/SYSU-MM01, ``evaluation/data_split/rand_perm_cam.mat``).
 
 The gallery of trial ``t`` with ``num_shots`` shots takes, for each gallery camera and each
 test identity, the first ``num_shots`` numbers of row ``t``; the images are named
@@ -76,8 +81,9 @@ def read_rand_perm_cam(path) -> dict[int, list[np.ndarray]]:
 
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: SYSU-MM01 permutation file not found "
-                           "(expected exp/rand_perm_cam.mat of the dataset)")
+        raise DatasetError(f"{path}: SYSU-MM01 permutation file not found; it is not in the dataset archive: copy "
+                           "evaluation/data_split/rand_perm_cam.mat of the official SYSU-MM01 evaluation "
+                           "repository (github.com/wuancong/SYSU-MM01) to exp/rand_perm_cam.mat")
     try:
         content = scipy.io.loadmat(str(path))
     except Exception as exc:  # scipy raises many types for truncated/garbage files
@@ -105,10 +111,10 @@ def read_rand_perm_cam(path) -> dict[int, list[np.ndarray]]:
     return result
 
 
-def _to_matlab_matrix(value) -> np.ndarray:
+def _to_matlab_matrix(value, n_trials: int) -> np.ndarray:
     arr = np.asarray(value)
     if arr.size == 0:
-        return np.zeros((0, 0), dtype=np.float64)
+        return np.zeros((n_trials, 0), dtype=np.uint8)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
@@ -117,15 +123,17 @@ def _to_matlab_matrix(value) -> np.ndarray:
         raise ValueError(f"a permutation must be numeric, got dtype {arr.dtype}")
     if np.any(arr < 1) or not np.array_equal(arr, np.round(arr)):
         raise ValueError("permutation entries must be whole 1-based image numbers")
-    return arr.astype(np.float64)
+    if arr.max() > 255:
+        raise ValueError(f"image numbers above 255 do not fit the official uint8 matrices (got {int(arr.max())})")
+    return arr.astype(np.uint8)
 
 
-def write_rand_perm_cam(path, perms) -> None:
+def write_rand_perm_cam(path, perms, n_trials: int = 10) -> None:
     """Write ``perms`` (``{cam: [array per pid-1]}``, cameras 1..6; missing cameras are
     written as an empty person list) in the official structure: variable ``rand_perm_cam``,
-    a 6 x 1 cell of (n_persons x 1) cells of (n_trials x n_images) double matrices, 0 x 0
-    where a person has no images. The file is replaced atomically; equal input gives
-    byte-identical files (the header carries no timestamp).
+    a 6 x 1 cell of (n_persons x 1) cells of uint8 (n_trials x n_images) matrices,
+    ``n_trials`` x 0 where a person has no images. The file is replaced atomically; equal
+    input gives byte-identical files (the header carries no timestamp).
     """
     import scipy.io
 
@@ -137,7 +145,7 @@ def write_rand_perm_cam(path, perms) -> None:
         persons = list(perms.get(c, []))
         inner = np.empty((len(persons), 1), dtype=object)
         for i, p in enumerate(persons):
-            inner[i, 0] = _to_matlab_matrix(p)
+            inner[i, 0] = _to_matlab_matrix(p, n_trials)
         top[c - 1, 0] = inner
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,9 +187,10 @@ def gallery_keys(perm, cams, pids, num_shots: int | None = None) -> np.ndarray:
         persons = perm[cam]
         for pid in pids:
             pid = int(pid)
-            if pid < 1 or pid > len(persons):
-                raise DatasetError(f"the permutation file has no entry for person {pid} in camera "
-                                   f"{cam} (it lists {len(persons)} persons)")
+            if pid < 1:
+                raise DatasetError(f"person ids are 1-based; got {pid}")
+            if pid > len(persons):  # the camera's list stops at its largest person id
+                continue
             arr = np.asarray(persons[pid - 1])
             if arr.size:
                 parts.append(image_keys(cam, pid, (arr.reshape(1, -1) if arr.ndim == 1 else arr)[:, :num_shots]))

@@ -18,6 +18,7 @@ Everything is deterministic; the result is a JSON-able dict and a Markdown table
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def _synthetic_shuffle(root: Path, records, tables, protocol: str, cache_size: t
             keep = [(n, wanted[rel]) for n, (_, _, rel) in enumerate(job.shots) if rel in wanted]
             if not keep or not job.infrared:
                 continue
-            sub = type(job)(job.key, job.infrared, [job.shots[n] for n, _ in keep], job.fmt)
+            sub = dataclasses.replace(job, shots=[job.shots[n] for n, _ in keep], copies={})
             for (_, row), pixels in zip(keep, render_job(s, swapped, sub)):
                 im = Image.fromarray(pixels).convert("RGB")
                 if im.size != (width, height):

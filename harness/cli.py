@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "vireid.harness.commands.train",
     "vireid.harness.commands.evaluate",
     "vireid.harness.commands.eval_features",
+    "vireid.harness.commands.protocols",
     "vireid.harness.commands.describe_model",
     "vireid.harness.commands.tune",
     "vireid.harness.commands.report",

@@ -17,11 +17,15 @@ def tiny_synth(root: Path, layout: str, **overrides) -> Path:
     return root
 
 
-def _image(path: Path, seed: int, mode: str = "RGB", size=(8, 16)) -> None:
+def _image(path: Path, seed: int, mode: str = "RGB", size=(8, 16), grey: bool = False) -> None:
+    """A random image; ``grey``: three equal channels (as real infrared JPEGs and thermal BMPs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+    pixels = rng.integers(0, 256, shape, dtype=np.uint8)
+    if grey and mode == "RGB":
+        pixels[..., 1:] = pixels[..., :1]
+    Image.fromarray(pixels, mode).save(path)
 
 
 def make_sysu(root: Path, train=(1, 2), val=(3,), test=(4, 5), images: int = 2) -> Path:
@@ -39,18 +43,25 @@ def make_sysu(root: Path, train=(1, 2), val=(3,), test=(4, 5), images: int = 2) 
     return root
 
 
-def _indexed(root: Path, folders: tuple[str, str], ext: str, files: dict[str, tuple[str, list[int]]],
+def _regdb_name(folder: str, pid: int, n: int) -> str:
+    return f"{folder}/{pid}/{folder[0].lower()}_{pid}_{n}.bmp"
+
+
+def _llcm_name(folder: str, pid: int, n: int) -> str:
+    cam = (1, 2, 4, 5, 6, 7, 8, 9)[(pid + n) % 8]  # a real camera (no infrared camera 3)
+    return f"{folder}/{pid:04d}/{pid:04d}_c{cam:02d}_s{100 * pid + n:06d}_f{n + 1}_{folder}.jpg"
+
+
+def _indexed(root: Path, folders: tuple[str, str], name_of, files: dict[str, tuple[str, list[int]]],
              images: int) -> Path:
     """Images under each modality folder and index files {name: (folder, pids)}."""
     for fi, folder in enumerate(folders):
-        mode = "RGB" if fi == 0 else "L"
         for pid in range(1, 7):
             for n in range(images):
-                _image(root / f"{folder}/{pid}/{folder[0].lower()}_{pid}_{n}.{ext}", seed=fi * 100 + pid * 10 + n,
-                       mode=mode)
+                _image(root / name_of(folder, pid, n), seed=fi * 100 + pid * 10 + n, grey=fi == 1)
     for name, (folder, pids) in files.items():
         label = {p: i for i, p in enumerate(sorted(pids))}
-        lines = [f"{folder}/{p}/{folder[0].lower()}_{p}_{n}.{ext} {label[p]}" for p in pids for n in range(images)]
+        lines = [f"{name_of(folder, p, n)} {label[p]}" for p in pids for n in range(images)]
         path = root / "idx" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + "\n")
@@ -63,13 +74,13 @@ def make_regdb(root: Path, train=(1, 2, 3), test=(4, 5, 6), images: int = 2) -> 
         for part, pids in (("train", list(train)), ("test", list(test))):
             files[f"{part}_visible_{t}.txt"] = ("Visible", pids)
             files[f"{part}_thermal_{t}.txt"] = ("Thermal", pids)
-    return _indexed(root, ("Visible", "Thermal"), "bmp", files, images)
+    return _indexed(root, ("Visible", "Thermal"), _regdb_name, files, images)
 
 
 def make_llcm(root: Path, train=(1, 2, 3), test=(4, 5, 6), images: int = 2) -> Path:
     files = {"train_vis.txt": ("vis", list(train)), "train_nir.txt": ("nir", list(train)),
              "test_vis.txt": ("vis", list(test)), "test_nir.txt": ("nir", list(test))}
-    return _indexed(root, ("vis", "nir"), "jpg", files, images)
+    return _indexed(root, ("vis", "nir"), _llcm_name, files, images)
 
 
 MAKERS = {"sysu": make_sysu, "regdb": make_regdb, "llcm": make_llcm}

@@ -14,10 +14,14 @@ import numpy as np
 
 
 # ----------------------------------------------------------------------------- metrics
-def reference_metrics(dist, q_ids, g_ids, q_cams=None, g_cams=None, locations=None, active=None):
-    """One query at a time, as the public code: drop the same-location and inactive entries,
-    sort the rest (stable), then read AP, INP and the de-duplicated CMC rank off the ranked
-    identities. Returns per-query arrays and the summary (fractions)."""
+def reference_metrics(dist, q_ids, g_ids, q_cams=None, g_cams=None, locations=None, active=None,
+                      identity_cams=None):
+    """One query at a time, as the public code: drop the same-location and inactive entries
+    (and, with ``identity_cams`` = (query cams, gallery cams), the query identity's entries
+    from the query's camera, as DEEN's eval_llcm), sort the rest (stable), then read AP, INP,
+    the de-duplicated CMC rank and the first-match rank (AGW's eval_regdb) off the ranked
+    identities. Returns per-query arrays and the summaries (fractions): ``cmc`` de-duplicated,
+    ``cmc_first`` first-match (one point per active gallery entry)."""
     dist = np.asarray(dist)
     q_ids = np.asarray(q_ids)
     g_ids = np.asarray(g_ids)
@@ -29,10 +33,13 @@ def reference_metrics(dist, q_ids, g_ids, q_cams=None, g_cams=None, locations=No
     ap = np.full(nq, np.nan)
     inp = np.full(nq, np.nan)
     cmc_rank = np.zeros(nq, dtype=np.int64)
+    first_rank = np.zeros(nq, dtype=np.int64)
     for i in range(nq):
         keep = active.copy()
         if g_loc is not None and q_cams is not None:
             keep &= g_loc != loc.get(int(q_cams[i]), int(q_cams[i]))
+        if identity_cams is not None:
+            keep &= ~((g_ids == q_ids[i]) & (np.asarray(identity_cams[1]) == identity_cams[0][i]))
         cols = np.flatnonzero(keep)
         ranked = g_ids[cols[np.argsort(dist[i, cols], kind="stable")]]
         matches = ranked == q_ids[i]
@@ -42,6 +49,7 @@ def reference_metrics(dist, q_ids, g_ids, q_cams=None, g_cams=None, locations=No
         ranks = np.flatnonzero(matches) + 1
         ap[i] = np.mean(np.arange(1, n + 1) / ranks)
         inp[i] = n / ranks[-1]
+        first_rank[i] = ranks[0]
         _, first_seen = np.unique(ranked, return_index=True)
         dedup = ranked[np.sort(first_seen)]
         cmc_rank[i] = int(np.flatnonzero(dedup == q_ids[i])[0]) + 1
@@ -51,7 +59,12 @@ def reference_metrics(dist, q_ids, g_ids, q_cams=None, g_cams=None, locations=No
     for r in cmc_rank[valid]:
         cmc[r - 1:] += 1
     cmc = cmc / max(n_valid, 1)
-    return {"ap": ap, "inp": inp, "cmc_rank": cmc_rank, "valid": valid,
+    cmc_first = np.zeros(max(1, int(active.sum())))
+    for r in first_rank[valid]:
+        cmc_first[r - 1:] += 1
+    cmc_first = cmc_first / max(n_valid, 1)
+    return {"ap": ap, "inp": inp, "cmc_rank": cmc_rank, "first_rank": first_rank, "valid": valid,
+            "cmc_first": cmc_first,
             "mAP": float(np.nanmean(ap)) if n_valid else float("nan"),
             "mINP": float(np.nanmean(inp)) if n_valid else float("nan"),
             "cmc": cmc, "n_valid": n_valid, "n_skipped": nq - n_valid, "num_ids": num_ids}
@@ -141,3 +154,21 @@ def reference_rerank(dist_all, num_query, k1=20, k2=6, lam=0.3):
         jac = np.float16(1) - temp / (np.float16(2) - temp)
         final[i] = (jac[num_query:] * w_jac).astype(np.float32) + od_row(i)[num_query:] * w_od
     return final
+
+
+# ------------------------------------------------------------------- DEEN's LLCM gallery
+def reference_deen_draw(root, folder, cams, ids, trial):
+    """DEEN's ``process_gallery_llcm`` as it is written: ``random.seed(trial)``, then for each
+    id (sorted, 4 digits) and camera folder ``<root>/<folder>/camC/PPPP`` that exists, one
+    ``random.choice`` of the sorted listing. Returns the chosen file paths."""
+    import os
+    import random
+
+    random.seed(trial)
+    chosen = []
+    for pid in sorted("%04d" % i for i in ids):
+        for cam in cams:
+            img_dir = os.path.join(str(root), folder, f"cam{cam}", pid)
+            if os.path.isdir(img_dir):
+                chosen.append(random.choice(sorted(img_dir + "/" + f for f in os.listdir(img_dir))))
+    return chosen

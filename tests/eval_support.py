@@ -83,3 +83,36 @@ def cross_modal_arrays(n_ids: int = 7, per_id: int = 3, seed: int = 0, dim: int 
         arrays[f"{name}_paths"] = np.array([f"{'Thermal' if cam == 3 else 'Visible'}/{p}/{i}.bmp"
                                             for i, p in enumerate(pids)])
     return arrays
+
+
+# Images per (person, real camera) of a tiny LLCM test set; person 4 has no visible image
+# of camera 5 but an infrared one (its camera-5 queries keep only other cameras' matches).
+LLCM_VIS = {1: {1: 3, 2: 1, 5: 2}, 2: {2: 2, 4: 3}, 3: {1: 1, 6: 2, 9: 3}, 4: {1: 2, 7: 1}, 5: {3: 2, 8: 2}}
+LLCM_NIR = {1: {1: 2, 5: 1}, 2: {2: 1, 4: 2, 9: 1}, 3: {6: 3}, 4: {5: 2, 7: 1}, 5: {8: 1, 2: 2}}
+
+
+def llcm_test_tree(root: Path, seed: int = 0, dim: int = 6) -> dict[str, np.ndarray]:
+    """Write DEEN's LLCM test copies ``test_vis/camC/PPPP/<name>``, ``test_nir/camC/PPPP/<name>``
+    (empty files) and return features arrays whose paths are the idx-file form
+    ``vis/PPPP/PPPP_cCC_sSSSSSS_fN_vis.jpg`` (query table: infrared, camera code 3; gallery:
+    visible, code 2)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((6, dim))
+    arrays = {}
+    for table, kind, code, counts in (("query", "nir", 3, LLCM_NIR), ("gallery", "vis", 2, LLCM_VIS)):
+        rows = []
+        for pid, per_cam in counts.items():
+            for cam, count in per_cam.items():
+                for k in range(count):
+                    name = f"{pid:04d}_c{cam:02d}_s{1000 * pid + 10 * cam + k:06d}_f{7 * k + 1}_{kind}.jpg"
+                    copy = root / f"test_{kind}" / f"cam{cam}" / f"{pid:04d}" / name
+                    copy.parent.mkdir(parents=True, exist_ok=True)
+                    copy.touch()
+                    rows.append((centres[pid] + 1.1 * rng.standard_normal(dim), pid, code, f"{kind}/{pid:04d}/{name}"))
+        order = rng.permutation(len(rows))  # the tables need not be sorted
+        rows = [rows[i] for i in order]
+        arrays[f"{table}_feats"] = np.array([r[0] for r in rows], dtype=np.float32)
+        arrays[f"{table}_ids"] = np.array([r[1] for r in rows], dtype=np.int64)
+        arrays[f"{table}_cams"] = np.array([r[2] for r in rows], dtype=np.int64)
+        arrays[f"{table}_paths"] = np.array([r[3] for r in rows])
+    return arrays

@@ -45,30 +45,56 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
     pool = {k: np.concatenate([arrays[f"query_{k}"], arrays[f"gallery_{k}"]]) for k in ("ids", "cams", "paths")}
     table = _perm_table(protocol, perm, data_root) if protocol.needs_perm else None
     trial_sets = protocol.build_trials(pool["ids"], pool["cams"], pool["paths"], table, trials)
-    query = trial_sets[0].query_index
-    if not rerank:  # queries of one location next to each other: their features are gathered once
+    fixed_query = all(np.array_equal(t.query_index, trial_sets[0].query_index) for t in trial_sets)
+    # one set of query rows serves every trial (DEEN's VIS-to-IR mode draws them per trial: their union)
+    query = trial_sets[0].query_index if fixed_query else np.unique(np.concatenate([t.query_index
+                                                                                   for t in trial_sets]))
+    if not rerank and not protocol.same_identity_camera:  # queries of one location next to each other
         query = query[np.argsort(camera_locations(pool["cams"][query], protocol.locations), kind="stable")]
     in_trial = np.zeros((len(trial_sets), len(pool["ids"])), dtype=bool)
     for row, t in zip(in_trial, trial_sets):
         row[t.gallery_index] = True
     union = np.flatnonzero(in_trial.any(axis=0))  # one distance matrix serves every trial
     masks = in_trial[:, union]
+    # DEEN: the real camera decides which entries of the query's identity are dropped
+    real = protocol.real_cameras(pool["ids"], pool["paths"]) if protocol.same_identity_camera else None
     if rerank:
         feats = _pool_rows(arrays, np.concatenate([query, union]), protocol.normalize)
         dist_all = squared_euclidean(feats, None, device=device)
-        rankings = [_rerank_trial(dist_all, mask, pool, query, union, protocol, k1, k2, lam) for mask in masks]
+        rankings = [_rerank_trial(dist_all, _rows_of(query, t.query_index), mask, pool, query, union, protocol,
+                                  real, k1, k2, lam) for t, mask in zip(trial_sets, masks)]
     else:
-        rankings = _rank_by_location(_pool_rows(arrays, query, protocol.normalize), pool["ids"][query],
-                                     pool["cams"][query], _pool_rows(arrays, union, protocol.normalize),
-                                     pool["ids"][union], pool["cams"][union], protocol.locations, masks, device)
+        q_feats, g_feats = _pool_rows(arrays, query, protocol.normalize), _pool_rows(arrays, union, protocol.normalize)
+        if real is not None:
+            rankings = rank_trials(squared_euclidean(q_feats, g_feats, device=device), pool["ids"][query],
+                                   pool["ids"][union], trial_masks=masks, identity_cams=(real[query], real[union]))
+        else:
+            rankings = _rank_by_location(q_feats, pool["ids"][query], pool["cams"][query], g_feats,
+                                         pool["ids"][union], pool["cams"][union], protocol.locations, masks, device)
+        if not fixed_query:
+            rankings = [_take_rows(r, _rows_of(query, t.query_index)) for r, t in zip(rankings, trial_sets)]
     result = {
         "protocol": protocol.name, "direction": protocol.direction, "trials": [t.trial for t in trial_sets],
         "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam)},
         "distance": protocol.distance,
         "dataset_fingerprint": dataset_fingerprint or _pool_fingerprint(pool),
     }
-    result.update(_aggregate(protocol.name, [t.trial for t in trial_sets], rankings))
+    result.update(_aggregate(protocol.name, [t.trial for t in trial_sets], rankings, protocol.cmc))
     return result
+
+
+def _rows_of(query: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Positions in ``query`` of the pool indices ``index`` (all present)."""
+    order = np.argsort(query, kind="stable")
+    return order[np.searchsorted(query[order], index)]
+
+
+def _take_rows(ranking: TrialRanking, rows: np.ndarray) -> TrialRanking:
+    """The ranking of the queries ``rows`` only (per-query values do not depend on the others)."""
+    return TrialRanking(valid=ranking.valid[rows], ap=ranking.ap[rows], inp=ranking.inp[rows],
+                        cmc_rank=ranking.cmc_rank[rows], num_matches=ranking.num_matches[rows],
+                        num_identities=ranking.num_identities, first_rank=ranking.first_rank[rows],
+                        num_entries=ranking.num_entries)
 
 
 def _rank_by_location(q_feats: np.ndarray, q_ids: np.ndarray, q_cams: np.ndarray, g_feats: np.ndarray,
@@ -98,10 +124,11 @@ def _rank_by_location(q_feats: np.ndarray, q_ids: np.ndarray, q_cams: np.ndarray
     merged = []
     for t, mask in enumerate(masks):
         fields = {}
-        for name in ("valid", "ap", "inp", "cmc_rank", "num_matches"):
+        for name in ("valid", "ap", "inp", "cmc_rank", "num_matches", "first_rank"):
             values = np.concatenate([getattr(part[t], name) for part in parts])
             fields[name] = values if in_order else values[np.argsort(order)]
-        merged.append(TrialRanking(**fields, num_identities=len(np.unique(g_ids[mask]))))
+        merged.append(TrialRanking(**fields, num_identities=len(np.unique(g_ids[mask])),
+                                   num_entries=int(np.count_nonzero(mask))))
     return merged
 
 
@@ -109,7 +136,7 @@ def _skipped(n: int) -> TrialRanking:
     """The ranking of ``n`` queries that have nothing to be ranked against."""
     return TrialRanking(valid=np.zeros(n, dtype=bool), ap=np.full(n, np.nan), inp=np.full(n, np.nan),
                         cmc_rank=np.zeros(n, dtype=np.int64), num_matches=np.zeros(n, dtype=np.int64),
-                        num_identities=0)
+                        num_identities=0, first_rank=np.zeros(n, dtype=np.int64))
 
 
 def _pool_rows(arrays: Mapping[str, np.ndarray], index: np.ndarray, normalize: bool) -> np.ndarray:
@@ -145,17 +172,22 @@ def _perm_table(protocol: Protocol, perm, data_root):
     return read_rand_perm_cam(perm)
 
 
-def _rerank_trial(dist_all: np.ndarray, mask: np.ndarray, pool: dict, query: np.ndarray, union: np.ndarray,
-                  protocol: Protocol, k1: int, k2: int, lam: float) -> TrialRanking:
-    """Re-rank queries + this trial's gallery (as the public code, per trial) and rank."""
+def _rerank_trial(dist_all: np.ndarray, rows: np.ndarray, mask: np.ndarray, pool: dict, query: np.ndarray,
+                  union: np.ndarray, protocol: Protocol, real, k1: int, k2: int, lam: float) -> TrialRanking:
+    """Re-rank this trial's queries (``rows`` of ``query``) + its gallery (as the public code,
+    per trial) and rank."""
     nq = len(query)
-    if not mask.all():
-        keep = np.concatenate([np.arange(nq), nq + np.flatnonzero(mask)])
+    if not mask.all() or len(rows) != nq or np.any(rows != np.arange(nq)):
+        keep = np.concatenate([rows, nq + np.flatnonzero(mask)])
         dist_all = dist_all[np.ix_(keep, keep)]
-    gallery = union[mask]
-    dist = rerank_from_distance(dist_all, nq, k1=k1, k2=k2, lam=lam)
-    (ranking,) = rank_trials(dist, pool["ids"][query], pool["ids"][gallery], pool["cams"][query],
-                             pool["cams"][gallery], locations=protocol.locations)
+    query, gallery = query[rows], union[mask]
+    dist = rerank_from_distance(dist_all, len(query), k1=k1, k2=k2, lam=lam)
+    if real is not None:
+        (ranking,) = rank_trials(dist, pool["ids"][query], pool["ids"][gallery],
+                                 identity_cams=(real[query], real[gallery]))
+    else:
+        (ranking,) = rank_trials(dist, pool["ids"][query], pool["ids"][gallery], pool["cams"][query],
+                                 pool["cams"][gallery], locations=protocol.locations)
     return ranking
 
 
@@ -178,11 +210,12 @@ def _trial_metrics(summary: dict) -> dict[str, float]:
     return out
 
 
-def _aggregate(name: str, trial_ids: list[int], rankings: list[TrialRanking]) -> dict[str, Any]:
-    """Means over trials, the mean CMC curve, per-trial values and the std over trials."""
+def _aggregate(name: str, trial_ids: list[int], rankings: list[TrialRanking],
+               cmc: str = "distinct") -> dict[str, Any]:
+    """Means over trials, the mean CMC curve (of kind ``cmc``), per-trial values and the std over trials."""
     per_trial, curves = [], []
     for trial, ranking in zip(trial_ids, rankings):
-        summary = summarize(ranking)
+        summary = summarize(ranking, cmc)
         if summary["n_valid"] == 0:
             raise ProtocolError(f"{name}, trial {trial}: none of the {summary['n_skipped']} queries has a true "
                                 "match in the gallery (do the query and gallery identities overlap?)")

@@ -15,6 +15,12 @@ Semantics (the public VI-ReID evaluation code's; docs/evaluation.md has worked e
   1 + the number of distinct wrong identities ranked before its first true match. The
   curve has one point per identity of the trial's gallery; a query never needs more, so
   fewer identities left after dropping entries (indoor search) is no problem.
+  The ordinary **first-match** CMC (AGW's ``eval_regdb``) is also returned: the rank of
+  the first true match among all remaining entries (``first_rank``; curve: one point per
+  gallery entry of the trial, ``summarize(..., cmc="first_match")``).
+* **Same identity, same camera** (DEEN's ``eval_llcm``, optional ``identity_cams``): a
+  gallery entry of the query's identity taken by the query's camera is dropped; wrong
+  identities of that camera stay.
 * **Skipped queries**: a query without a true match among its remaining entries is left
   out of every mean and counted.
 
@@ -56,7 +62,8 @@ from vireid.harness.evaluation.parallel import Workers, balanced_blocks
 from vireid.harness.evaluation.ragged import owners, segments
 from vireid.harness.evaluation.sortkeys import distinct, pack_keys
 
-__all__ = ["SYSU_LOCATIONS", "TrialRanking", "camera_locations", "rank_trials", "summarize", "compute_metrics"]
+__all__ = ["SYSU_LOCATIONS", "CMC_KINDS", "TrialRanking", "camera_locations", "rank_trials", "summarize",
+           "compute_metrics"]
 
 # SYSU-MM01: camera 3 (indoor infrared) is at the location of camera 2 (indoor visible).
 SYSU_LOCATIONS: dict[int, int] = {3: 2}
@@ -79,6 +86,8 @@ class TrialRanking:
     cmc_rank: np.ndarray  # (Q,) int64, 1-based rank of the first true match after de-duplication
     num_matches: np.ndarray  # (Q,) int64, true matches among the remaining entries
     num_identities: int  # distinct identities of the trial's gallery (length of the CMC curve)
+    first_rank: np.ndarray | None = None  # (Q,) int64, 1-based rank of the first true match, no de-duplication
+    num_entries: int = 0  # gallery entries of the trial (length of the first-match CMC curve)
 
 
 def _as_1d(a, name: str, length: int) -> np.ndarray:
@@ -107,12 +116,14 @@ def camera_locations(cams, locations: Mapping[int, int] | None) -> np.ndarray:
 
 
 def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None, *,
-                locations: Mapping[int, int] | None = None, trial_masks=None,
+                locations: Mapping[int, int] | None = None, trial_masks=None, identity_cams=None,
                 workers: int | None = None) -> list[TrialRanking]:
-    """Per-query AP, INP and CMC rank for each trial.
+    """Per-query AP, INP and CMC ranks for each trial.
 
     ``dist`` (Q, G); ``trial_masks`` (T, G) bool selects the gallery columns of each trial
-    (``None``: one trial over every column). Without cameras nothing is dropped.
+    (``None``: one trial over every column). Without cameras nothing is dropped by location.
+    ``identity_cams`` = (query cameras, gallery cameras): also drop the gallery entries of
+    the query's identity from the query's camera (DEEN's LLCM rule).
     """
     dist = _as_distance(dist)
     nq, ng = dist.shape
@@ -124,6 +135,9 @@ def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None
     col_bits = max(1, int(ng - 1).bit_length())
     if col_bits > 30:
         raise ValueError(f"gallery too large for the packed ranking keys ({ng} columns)")
+    if identity_cams is not None:
+        identity_cams = (np.asarray(_as_1d(identity_cams[0], "identity query cams", nq), dtype=np.int64),
+                         np.asarray(_as_1d(identity_cams[1], "identity gallery cams", ng), dtype=np.int64))
 
     uniq, g_lab = np.unique(g_ids, return_inverse=True)
     g_lab = g_lab.reshape(-1)
@@ -147,7 +161,7 @@ def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None
 
     shape = (len(masks), nq)
     res = {"ap": np.full(shape, np.nan), "inp": np.full(shape, np.nan), "cmc_rank": np.zeros(shape, dtype=np.int64),
-           "num_matches": np.zeros(shape, dtype=np.int64)}
+           "first_rank": np.zeros(shape, dtype=np.int64), "num_matches": np.zeros(shape, dtype=np.int64)}
     step = max(1, min(_BLOCK_ENTRIES // ng, 1 << (31 - col_bits)))
     pool = Workers(workers)
     tasks = []
@@ -163,12 +177,13 @@ def rank_trials(dist, query_ids, gallery_ids, query_cams=None, gallery_cams=None
             for r0, r1 in balanced_blocks(int(bounds[gi + 1] - bounds[gi]), step, pool.workers):
                 r0, r1 = r0 + bounds[gi], r1 + bounds[gi]
                 tasks.append(partial(_rank_block, partial(rows_of, r0, r1), row_order[r0:r1], trials, q_lab, g_lab,
-                                     col_bits, out))
+                                     col_bits, out, identity_cams))
     with pool:
         pool(tasks)
     return [TrialRanking(valid=res["num_matches"][t] > 0, ap=res["ap"][t], inp=res["inp"][t],
                          cmc_rank=res["cmc_rank"][t], num_matches=res["num_matches"][t],
-                         num_identities=int(np.count_nonzero(np.bincount(g_lab[mask], minlength=len(uniq)))))
+                         num_identities=int(np.count_nonzero(np.bincount(g_lab[mask], minlength=len(uniq)))),
+                         first_rank=res["first_rank"][t], num_entries=int(np.count_nonzero(mask)))
             for t, mask in enumerate(masks)]
 
 
@@ -230,7 +245,7 @@ class _Trials:
 
 
 def _rank_block(load: Callable[[], np.ndarray], rows: np.ndarray, trials: _Trials, q_lab: np.ndarray,
-                g_lab: np.ndarray, col_bits: int, res: dict) -> None:
+                g_lab: np.ndarray, col_bits: int, res: dict, identity_cams=None) -> None:
     """Metrics of the queries ``rows`` (distance rows ``load()``, one location group) for
     every trial of ``trials``."""
     block = load()
@@ -239,13 +254,19 @@ def _rank_block(load: Callable[[], np.ndarray], rows: np.ndarray, trials: _Trial
     lab = q_lab[rows]
     start = trials.label_start[np.maximum(lab, 0)]
     n = np.where(lab >= 0, trials.label_start[np.maximum(lab, 0) + 1] - start, 0)  # matches in any trial
+    # 1. the true matches (row by row, in column order); per trial, the count and the hardest one
+    mrow = owners(n)
+    mcol = trials.cols[segments(start, n, mrow)]
+    dropped = None
+    if identity_cams is not None:  # the query identity's entries from the query's camera do not count
+        same = identity_cams[1][mcol] == identity_cams[0][rows][mrow]
+        dropped = (mrow[same], mcol[same])
+        mrow, mcol = mrow[~same], mcol[~same]
+        n = np.bincount(mrow, minlength=b)
     has = np.flatnonzero(n)
     if has.size == 0:
         return
-    # 1. the true matches (row by row, in column order); per trial, the count and the hardest one
     mstart = np.cumsum(n) - n
-    mrow = owners(n)
-    mcol = trials.cols[segments(start, n, mrow)]
     mval = block[mrow, mcol]
     pi, pt = trials.pairs(mcol)
     group = mrow[pi] * trials.n + pt  # (row, trial)
@@ -262,6 +283,8 @@ def _rank_block(load: Callable[[], np.ndarray], rows: np.ndarray, trials: _Trial
         keep = block <= np.concatenate([last, deepest[:, None]], axis=1).take(trials.col_trial, axis=1)
     keep &= trials.allowed
     keep[mrow, mcol] = False
+    if dropped is not None:
+        keep[dropped] = False
     per_row = np.count_nonzero(keep, axis=1)
     flat = np.flatnonzero(keep)
     del keep
@@ -336,6 +359,9 @@ def _rank_block(load: Callable[[], np.ndarray], rows: np.ndarray, trials: _Trial
     last_rank[group[is_last]] = rank[is_last]
     first_i[group[is_first]] = i[is_first]
     res["inp"][vtrial, rows[vrow]] = nt[valid] / last_rank[valid]
+    first_rank = np.zeros(nt.size, dtype=np.int64)
+    first_rank[group[is_first]] = rank[is_first]
+    res["first_rank"][vtrial, rows[vrow]] = first_rank[valid]
     # 5. CMC: distinct identities of the trial's entries ranked before its first true match
     first_i = first_i.reshape(b, trials.n)
     cand = np.flatnonzero(slot <= (slot_start + first_i.max(axis=1)).take(erow))
@@ -349,16 +375,23 @@ def _rank_block(load: Callable[[], np.ndarray], rows: np.ndarray, trials: _Trial
     res["cmc_rank"][vtrial, rows[vrow]] = 1 + wrong[valid]
 
 
-def summarize(ranking: TrialRanking) -> dict:
-    """mAP, mINP (fractions), the CMC curve (fractions, one point per gallery identity) and
-    the numbers of evaluated and skipped queries."""
+CMC_KINDS = ("distinct", "first_match")
+
+
+def summarize(ranking: TrialRanking, cmc: str = "distinct") -> dict:
+    """mAP, mINP (fractions), the CMC curve (fractions; ``distinct``: one point per gallery
+    identity, ``first_match``: one per gallery entry) and the numbers of evaluated and
+    skipped queries."""
+    if cmc not in CMC_KINDS:
+        raise ValueError(f"unknown CMC kind {cmc!r}; expected one of {CMC_KINDS}")
     valid = ranking.valid
     n_valid = int(valid.sum())
-    length = max(1, ranking.num_identities)
+    first = cmc == "first_match"
+    length = max(1, ranking.num_entries if first else ranking.num_identities)
     if n_valid == 0:
         return {"mAP": float("nan"), "mINP": float("nan"), "cmc": np.full(length, np.nan),
                 "n_valid": 0, "n_skipped": int(valid.size)}
-    hist = np.bincount(ranking.cmc_rank[valid] - 1, minlength=length)
+    hist = np.bincount((ranking.first_rank if first else ranking.cmc_rank)[valid] - 1, minlength=length)
     return {"mAP": float(np.mean(ranking.ap[valid])), "mINP": float(np.mean(ranking.inp[valid])),
             "cmc": np.cumsum(hist) / n_valid, "n_valid": n_valid, "n_skipped": int(valid.size - n_valid)}
 

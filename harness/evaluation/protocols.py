@@ -3,25 +3,41 @@
 A protocol picks its queries and its gallery from one *pool* of test images (the query and
 gallery tables of a features file together) by camera, then draws its trials:
 
-==================== ==================== =========================== ================= ======
-name                 query                gallery                     per identity/cam  trials
-==================== ==================== =========================== ================= ======
-sysu/all/single      infrared cams 3, 6   visible cams 1, 2, 4, 5     1 image           10
-sysu/all/multi       infrared cams 3, 6   visible cams 1, 2, 4, 5     10 images         10
-sysu/indoor/single   infrared cams 3, 6   visible cams 1, 2           1 image           10
-sysu/indoor/multi    infrared cams 3, 6   visible cams 1, 2           10 images         10
-regdb/v2i, llcm/v2i  visible (cam 2)      infrared (cam 3)            all               1
-regdb/i2v, llcm/i2v  infrared (cam 3)     visible (cam 2)             all               1
-==================== ==================== =========================== ================= ======
+====================== ==================== ======================= ======================= ====== ===========
+name                   query                gallery                 drawn per identity/cam  trials CMC
+====================== ==================== ======================= ======================= ====== ===========
+sysu/all/single        infrared cams 3, 6   visible cams 1, 2, 4, 5 gallery: 1 image        10     distinct
+sysu/all/multi         infrared cams 3, 6   visible cams 1, 2, 4, 5 gallery: 10 images      10     distinct
+sysu/indoor/single     infrared cams 3, 6   visible cams 1, 2       gallery: 1 image        10     distinct
+sysu/indoor/multi      infrared cams 3, 6   visible cams 1, 2       gallery: 10 images      10     distinct
+regdb/v2i, llcm/v2i    visible (cam 2)      infrared (cam 3)        all                     1      distinct
+regdb/i2v, llcm/i2v    infrared (cam 3)     visible (cam 2)         all                     1      distinct
+regdb-agw/v2i          visible (cam 2)      infrared (cam 3)        all                     1      first match
+regdb-agw/i2v          infrared (cam 3)     visible (cam 2)         all                     1      first match
+llcm-deen/i2v          infrared (cam 3)     visible (cam 2)         gallery: 1 image        10     distinct
+llcm-deen/v2i          infrared (cam 3)     visible (cam 2)         query: 1 image          10     distinct
+====================== ==================== ======================= ======================= ====== ===========
 
 SYSU-MM01 trials follow the official ``exp/rand_perm_cam.mat``: for each gallery camera and
 each identity of the gallery, the first ``num_shots`` image numbers of row ``trial``.
-Every protocol also declares its distance (SYSU: squared Euclidean on L2-normalised
-features; RegDB and LLCM: squared Euclidean on the raw features, as the public code) and
-its same-location rule (SYSU: camera 3 is at camera 2's location).
+The DEEN LLCM trials (``test_mode`` of DEEN's test.py) draw one image per (identity, *real*
+camera, read from the LLCM file name ``PPPP_cCC_...``) exactly as DEEN's
+``process_gallery_llcm``: ``random.seed(trial)``, then ``random.choice`` over each
+folder's sorted file names, identities ascending, cameras ascending. DEEN's "VIS to IR"
+mode (``test_mode = [2, 1]``) computes the transposed matrix: each drawn infrared image
+ranks every visible image; ``llcm-deen/v2i`` reproduces that and says so. Both DEEN
+protocols drop the gallery entries of the query's identity from the query's real camera
+(``eval_llcm``) instead of a location rule.
+
+Every protocol also declares its distance (SYSU, AGW, DEEN: squared Euclidean on
+L2-normalised features -- AGW's and DEEN's negative inner product of their L2-normalised
+features ranks the same; IDKL's RegDB and LLCM: squared Euclidean on the raw features), its
+CMC (``distinct``: de-duplicated identities, IDKL/SYSU style; ``first_match``: the rank of
+the first true match, AGW's ``eval_regdb``) and the code it follows (``vireid protocols``).
 """
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -29,7 +45,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["Protocol", "Trial", "PROTOCOLS", "DATASET_RULES", "get_protocol", "protocol_names", "distance_name",
-           "parse_sysu_path", "ProtocolError"]
+           "parse_sysu_path", "parse_llcm_path", "deen_picks", "ProtocolError"]
 
 
 class ProtocolError(ValueError):
@@ -52,6 +68,29 @@ def parse_sysu_path(path: str) -> tuple[int, int, int] | None:
     return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
+_LLCM_NAME = re.compile(r"(?:^|/)(\d+)_c(\d+)_[^/\n]*$", re.MULTILINE)
+
+
+def parse_llcm_path(path: str) -> tuple[int, int] | None:
+    """``[...]/PPPP_cCC_sSSSSSS_fN_(vis|nir).jpg`` -> (pid, real camera); None when it does not match."""
+    m = _LLCM_NAME.search(str(path).replace("\\", "/"))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def deen_picks(ids: np.ndarray, cams: np.ndarray, names: np.ndarray, trial: int) -> np.ndarray:
+    """Positions of the images DEEN's ``process_gallery_llcm(trial=trial)`` picks: one per
+    (identity, camera), ``random.seed(trial)`` then ``random.choice`` of each folder's sorted
+    file names, identities ascending, then cameras ascending. One draw per folder (a loop
+    over folders, not images)."""
+    order = np.lexsort((names, cams, ids))
+    key = ids[order] * 1000 + cams[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    rng = random.Random(trial)
+    picks = [rng.choice(range(n)) for n in sizes.tolist()]  # random.choice(seq) = seq[_randbelow(len(seq))]
+    return order[starts + np.asarray(picks, dtype=np.int64)]
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
@@ -65,10 +104,34 @@ class Protocol:
     num_shots: int | None = None  # SYSU only
     num_trials: int = 1
     needs_perm: bool = False
+    cmc: str = "distinct"  # "distinct" (de-duplicated identities) or "first_match" (AGW's eval_regdb)
+    deen_draw: str | None = None  # DEEN LLCM: "gallery" or "query", the side drawn per (identity, camera)
+    follows: str = ""  # the public code this protocol reproduces
 
     @property
     def distance(self) -> str:
         return distance_name(self.normalize)
+
+    @property
+    def same_identity_camera(self) -> bool:
+        """Drop the query identity's entries from its real camera (DEEN) instead of a location rule."""
+        return self.deen_draw is not None
+
+    def real_cameras(self, ids, paths) -> np.ndarray:
+        """The real LLCM camera of every pool image, from its file name (checked against ``ids``)."""
+        paths = np.asarray(paths).astype(str).tolist()
+        found = _LLCM_NAME.findall("\n".join(paths).replace("\\", "/"))
+        if len(found) != len(paths):
+            bad = next(p for p in paths if parse_llcm_path(p) is None)
+            raise ProtocolError(f"{self.name}: path {bad!r} is not an LLCM image name PPPP_cCC_..._(vis|nir).jpg "
+                                "(the real camera is read from it)")
+        pid, cam = np.array(found, dtype=np.int64).reshape(-1, 2).T
+        wrong = np.flatnonzero(pid != np.asarray(ids))
+        if wrong.size:
+            i = wrong[0]
+            raise ProtocolError(f"{self.name}: path {paths[i]!r} names person {pid[i]} but the table says person "
+                                f"{np.asarray(ids)[i]}")
+        return cam
 
     def check_trials(self, trials: Sequence[int] | None) -> list[int]:
         """The requested trials (default: all), validated."""
@@ -103,9 +166,24 @@ class Protocol:
         if gallery.size == 0:
             raise ProtocolError(f"{self.name}: no gallery image (cameras {list(self.gallery_cams)}) among "
                                 "the features")
+        if self.deen_draw is not None:
+            return self._deen_trials(ids, paths, trial_list, query, gallery)
         if not self.needs_perm:
             return [Trial(t, query, gallery) for t in trial_list]
         return self._sysu_trials(ids, cams, paths, perm, trial_list, query, gallery)
+
+    def _deen_trials(self, ids, paths, trial_list, query, gallery) -> list[Trial]:
+        """DEEN's trials: one image per (identity, real camera) of the drawn side, the other side whole."""
+        if paths is None or len(paths) != len(ids):
+            raise ProtocolError(f"{self.name}: one image path per image is needed (the real camera is in its name)")
+        side = gallery if self.deen_draw == "gallery" else query
+        real = self.real_cameras(ids[side], np.asarray(paths)[side])
+        names = np.array([p.rsplit("/", 1)[-1] for p in np.asarray(paths)[side].astype(str).tolist()])
+        out = []
+        for t in trial_list:
+            drawn = np.sort(side[deen_picks(ids[side], real, names, t)])
+            out.append(Trial(t, query, drawn) if self.deen_draw == "gallery" else Trial(t, drawn, gallery))
+        return out
 
     def _sysu_trials(self, ids, cams, paths, perm, trial_list, query, gallery) -> list[Trial]:
         """Trials drawn with the official permutations, matched to the gallery by image key."""
@@ -182,24 +260,52 @@ def distance_name(normalize: bool) -> str:
     return "squared_euclidean_l2normalized" if normalize else "squared_euclidean"
 
 
+_IDKL = "1KK077/IDKL"
+_AGW = "mangye16/Cross-Modal-Re-ID-baseline"
+_DEEN = "ZYK100/LLCM"
+
+
 def _sysu(mode: str, shots: str) -> Protocol:
     cams = (1, 2) if mode == "indoor" else (1, 2, 4, 5)
     n = 1 if shots == "single" else 10
     return Protocol(
         name=f"sysu/{mode}/{shots}", dataset="sysu", direction="i2v", query_cams=(3, 6), gallery_cams=cams,
-        known_cams=(1, 2, 3, 4, 5, 6), **DATASET_RULES["sysu"], num_shots=n, num_trials=10, needs_perm=True)
+        known_cams=(1, 2, 3, 4, 5, 6), **DATASET_RULES["sysu"], num_shots=n, num_trials=10, needs_perm=True,
+        follows=f"{_IDKL} IDKL/utils/eval_sysu.py (mode={mode}, num_shots={n}, exp/rand_perm_cam.mat)")
 
 
 def _cross(dataset: str, direction: str) -> Protocol:
     q, g = ((2,), (3,)) if direction == "v2i" else ((3,), (2,))
     return Protocol(name=f"{dataset}/{direction}", dataset=dataset, direction=direction, query_cams=q, gallery_cams=g,
-                    known_cams=(2, 3), **DATASET_RULES[dataset], num_trials=1)
+                    known_cams=(2, 3), **DATASET_RULES[dataset], num_trials=1,
+                    follows=f"{_IDKL} IDKL/utils/eval_{dataset}.py ({'visible' if direction == 'v2i' else 'infrared'}"
+                            " queries)")
+
+
+def _regdb_agw(direction: str) -> Protocol:
+    q, g = ((2,), (3,)) if direction == "v2i" else ((3,), (2,))
+    return Protocol(name=f"regdb-agw/{direction}", dataset="regdb", direction=direction, query_cams=q,
+                    gallery_cams=g, known_cams=(2, 3), normalize=True, num_trials=1, cmc="first_match",
+                    follows=f"{_AGW} eval_metrics.py eval_regdb, test.py --dataset regdb"
+                            + (" --tvsearch" if direction == "i2v" else ""))
+
+
+def _llcm_deen(direction: str) -> Protocol:
+    # test_mode [1, 2] ("IR to VIS"): all infrared queries, drawn visible gallery; [2, 1] ("VIS to
+    # IR"): the transposed matrix, each drawn infrared image ranks all visible images.
+    mode = "[1, 2]" if direction == "i2v" else "[2, 1]"
+    return Protocol(name=f"llcm-deen/{direction}", dataset="llcm", direction=direction, query_cams=(3,),
+                    gallery_cams=(2,), known_cams=(2, 3), normalize=True, num_trials=10,
+                    deen_draw="gallery" if direction == "i2v" else "query",
+                    follows=f"{_DEEN} DEEN/test.py test_mode = {mode}, data_manager.process_gallery_llcm, "
+                            "eval_metrics.eval_llcm")
 
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p for p in (
         _sysu("all", "single"), _sysu("all", "multi"), _sysu("indoor", "single"), _sysu("indoor", "multi"),
-        _cross("regdb", "v2i"), _cross("regdb", "i2v"), _cross("llcm", "v2i"), _cross("llcm", "i2v"))
+        _cross("regdb", "v2i"), _cross("regdb", "i2v"), _cross("llcm", "v2i"), _cross("llcm", "i2v"),
+        _regdb_agw("v2i"), _regdb_agw("i2v"), _llcm_deen("i2v"), _llcm_deen("v2i"))
 }
 
 def protocol_names() -> list[str]:
