@@ -62,6 +62,8 @@ class ModelConfig:
     weights: str = "none"
     last_stride: int = field(default=1, metadata={"ge": 1, "le": 2})
     profile: Literal["code", "paper"] = "code"
+    # AGW only: inner width of every non-local block (null: half the stage's channels).
+    non_local_inner: int | None = field(default=None, metadata={"ge": 1})
 
 
 @dataclass

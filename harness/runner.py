@@ -50,9 +50,10 @@ def resolve_device(name: str) -> torch.device:
 def build_method(params: Params, num_classes: int) -> torch.nn.Module:
     from vireid.methods import build_model
 
+    options = {"non_local_inner": params.model.non_local_inner} if params.model.method == "agw" else {}
     return build_model(params.model.method, num_classes=num_classes, backbone=params.model.backbone,
                        weights=params.model.weights, last_stride=params.model.last_stride,
-                       loss=params.loss, profile=params.model.profile)
+                       loss=params.loss, profile=params.model.profile, **options)
 
 
 def query_gallery_indices(records, split: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

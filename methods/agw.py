@@ -58,11 +58,13 @@ class AGW(nn.Module):
     loss -> {id, triplet}; extract(images, modality) -> L2-normalised BN-neck feature.
 
     `modality` (0 visible, 1 infrared; a tensor or one int for the whole batch) picks the stem
-    and is required by extract too, since the two stems differ.
+    and is required by extract too, since the two stems differ. `non_local` gives the blocks per
+    stage; `non_local_inner` the inner width C' of every block (None: C/2; the AGW code's is 1).
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", weights: str = "none", last_stride: int = 1,
-                 loss: AGWLossConfig | None = None, non_local: tuple[int, int, int, int] = AGW_NON_LOCAL):
+                 loss: AGWLossConfig | None = None, non_local: tuple[int, int, int, int] = AGW_NON_LOCAL,
+                 non_local_inner: int | None = None):
         super().__init__()
         check_backbone(backbone)
         self.cfg = loss if loss is not None else AGWLossConfig()
@@ -79,7 +81,8 @@ class AGW(nn.Module):
         self.non_local_after: list[list[int]] = []
         for stage, n in zip(self.stages(), non_local):
             n = min(n, len(stage))
-            self.non_local.append(nn.ModuleList(NonLocal(_stage_channels(stage)) for _ in range(n)))
+            self.non_local.append(nn.ModuleList(NonLocal(_stage_channels(stage), inner=non_local_inner)
+                                                for _ in range(n)))
             self.non_local_after.append(list(range(len(stage) - n, len(stage))))
         self.pool = GeM(p=3.0, eps=1e-12, clamp=False)
         self.bn_neck = BNNeck(dim, weight_std=0.01)

@@ -117,12 +117,14 @@ class NonLocal(nn.Module):
     g, theta, phi: conv1x1(C -> C/r) with bias; W: conv1x1(C/r -> C) with bias then BatchNorm2d
     initialised to zero, so the block starts as the identity. r = 2 is the non-local paper's
     bottleneck; the cross-modal AGW code computes its width as ``r // r`` (= 1 channel), which
-    docs/methods.md records as a difference.
+    docs/methods.md records as a difference. `inner` (when given) sets the width C' directly.
     """
 
-    def __init__(self, channels: int, reduction: int = 2):
+    def __init__(self, channels: int, reduction: int = 2, inner: int | None = None):
         super().__init__()
-        self.inter_channels = max(channels // reduction, 1)
+        if inner is not None and (isinstance(inner, bool) or not isinstance(inner, int) or inner < 1):
+            raise ValueError(f"non-local inner width: expected a positive int or None, got {inner!r}")
+        self.inter_channels = inner if inner is not None else max(channels // reduction, 1)
         self.g = nn.Conv2d(channels, self.inter_channels, kernel_size=1)
         self.theta = nn.Conv2d(channels, self.inter_channels, kernel_size=1)
         self.phi = nn.Conv2d(channels, self.inter_channels, kernel_size=1)

@@ -91,7 +91,7 @@ def build_model(name: str, num_classes: int, backbone: str = "resnet50", weights
     weights: 'none' | 'imagenet' (torch hub cache) | path of a state dict (never downloads);
     last_stride: 1 (drop layer4's stride) or 2; loss: mapping (flat or nested by term) overlaid
     on the `profile` ('code' | 'paper') defaults;
-    **kw: method-specific options (IDKL: discriminator_dropout; AGW: non_local).
+    **kw: method-specific options (IDKL: discriminator_dropout; AGW: non_local, non_local_inner).
     """
     spec = get_method(name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
