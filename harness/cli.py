@@ -10,6 +10,7 @@ COMMAND_MODULES = (
     "vireid.harness.commands.data",
     "vireid.harness.commands.train",
     "vireid.harness.commands.evaluate",
+    "vireid.harness.commands.import_checkpoint",
     "vireid.harness.commands.eval_features",
     "vireid.harness.commands.protocols",
     "vireid.harness.commands.describe_model",

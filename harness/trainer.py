@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from vireid.harness.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vireid.harness.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vireid.harness.hooks import Hook
 
 
@@ -130,6 +130,9 @@ class Trainer:
 
     def resume(self, path: Path) -> None:
         state = load_checkpoint(path, method=self.meta.get("method"), num_classes=self.meta.get("num_classes"))
+        if "imported" in state:
+            raise CheckpointError(f"{path}: an imported checkpoint holds weights only and cannot resume training; "
+                                  "score it with vireid evaluate, or train into a new --run-dir")
         self.core.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

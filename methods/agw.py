@@ -77,7 +77,9 @@ class AGW(nn.Module):
     loss -> {id, triplet}; extract(images, modality) -> L2-normalised BN-neck feature.
 
     `modality` (0 visible, 1 infrared; a tensor or one int for the whole batch) picks the stem
-    and is required by extract too, since the two stems differ.
+    and is required by extract too, since the two stems differ. `non_local` gives the blocks per
+    stage; `non_local_width` the inner width C' of every block ("code": 1 channel as the AGW code,
+    "half": C/2 as Wang et al.).
     """
 
     def __init__(self, num_classes: int, backbone: str = "resnet50", weights: str = "none", last_stride: int = 1,

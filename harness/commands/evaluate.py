@@ -2,6 +2,8 @@
 
 Reads `<run-dir>/features.npz` and `<run-dir>/metrics.json`; writes the full result list
 (the report's input), a flat summary for `dvc metrics`, and a CMC CSV for `dvc plots`.
+A folder written by `vireid import-checkpoint` holds weights only: its test features are
+extracted here, on the dataset of this command's params (`--data`), under that dataset's protocols.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from vireid.harness.commands.common import add_params_args, resolve
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="evaluate a trained run's test features under its protocols")
     add_params_args(p, experiment=False)
-    p.add_argument("--run-dir", required=True, help="a folder written by `vireid train`")
+    p.add_argument("--run-dir", required=True, help="a folder written by `vireid train` or `vireid import-checkpoint`")
     p.add_argument("--out", required=True, help="metrics JSON for the report (run info + all results)")
     p.add_argument("--summary", default=None, help="flat JSON of headline numbers for `dvc metrics`")
     p.add_argument("--cmc", default=None, help="CSV of CMC curves for `dvc plots`")
@@ -32,23 +34,29 @@ def summary_of(results: list[dict]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from vireid.harness.evaluation.features_file import load_features
+    from vireid.harness.imported_run import is_imported, score_arrays
     from vireid.harness.io import atomic_write_json, atomic_write_text
     from vireid.harness.runner import cmc_table, evaluate_arrays
 
     params = resolve(args)
     run_dir = Path(args.run_dir)
     metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path}: no metrics.json; train the run first (vireid train)")
-    trained = json.loads(metrics_path.read_text())
-    arrays = load_features(run_dir / "features.npz")
-    stamp = trained["results"][0] if trained["results"] else {}
-    protocols = list(dict.fromkeys(r["protocol"] for r in trained["results"]))
+    if is_imported(run_dir) and not metrics_path.is_file():
+        arrays, run_info, fingerprint = score_arrays(run_dir, params)
+        protocols: list[str] = []
+    else:
+        if not metrics_path.is_file():
+            raise FileNotFoundError(f"{metrics_path}: no metrics.json; train the run first (vireid train)")
+        trained = json.loads(metrics_path.read_text())
+        arrays = load_features(run_dir / "features.npz")
+        run_info = trained["run"]
+        fingerprint = (trained["results"][0] if trained["results"] else {}).get("dataset_fingerprint")
+        protocols = list(dict.fromkeys(r["protocol"] for r in trained["results"]))
     results = []
     for rerank in params.eval.rerank_modes:
         results += evaluate_arrays(arrays, protocols or params.protocols(), Path(params.data.root), rerank,
-                                   params.eval.rerank_params, stamp.get("dataset_fingerprint"), params.eval.trials)
-    atomic_write_json(args.out, {"run": trained["run"], "results": results})
+                                   params.eval.rerank_params, fingerprint, params.eval.trials)
+    atomic_write_json(args.out, {"run": run_info, "results": results})
     if args.summary:
         atomic_write_json(args.summary, summary_of(results))
     if args.cmc:

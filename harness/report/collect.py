@@ -16,6 +16,7 @@ from typing import Any
 from vireid.harness.report import ReportError
 
 METRICS_FILE = "metrics.json"
+RUN_KINDS = ("trained", "imported")
 # The scalar metrics the report reads from each evaluation result (all percentages).
 TABLE_METRICS = ("r1", "r10", "r20", "mAP", "mINP")
 OPTIONAL_METRICS = ("r5",)
@@ -70,10 +71,19 @@ class Run:
     train_seconds: float | None
     params: dict[str, Any] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
+    kind: str = "trained"  # or "imported": weights trained by other code (vireid import-checkpoint)
+    source_label: str | None = None  # for imported runs: the code that trained them, e.g. "AGW code"
 
     @property
     def is_ablation(self) -> bool:
-        return self.ablation_order is not None
+        return self.ablation_order is not None and self.kind == "trained"
+
+    @property
+    def kind_label(self) -> str:
+        """How the report names the row's kind: ablation, comparison, or imported: <code>."""
+        if self.kind == "imported":
+            return f"imported: {self.source_label}"
+        return "ablation" if self.is_ablation else "comparison"
 
 
 def _sortable(value: Any) -> tuple:
@@ -216,6 +226,13 @@ def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None)
     if not isinstance(params, dict):
         raise check.fail(f"key 'run.params' should be a mapping, got {type(params).__name__}")
     train_seconds = check.number(run, "train_seconds", "run", required=False)
+    kind = check.text(run, "kind", "run", required=False, default="trained")
+    if kind not in RUN_KINDS:
+        raise check.fail(f"key 'run.kind' should be one of {', '.join(RUN_KINDS)}, got {kind!r}")
+    source_label = None
+    if kind == "imported":
+        imported = check.get(run, "imported", "run")
+        source_label = check.text(imported, "label", "run.imported")
     if runs_dir is not None:
         try:
             rel = path.parent.resolve().relative_to(Path(runs_dir).resolve()).as_posix()
@@ -238,6 +255,8 @@ def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None)
         train_seconds=train_seconds,
         params=flatten_params(params),
         results=[_parse_result(check, res, f"results[{i}]") for i, res in enumerate(results)],
+        kind=kind,
+        source_label=source_label,
     )
 
 

@@ -85,6 +85,10 @@ def _summary(runs: list[Run], runs_dir: str) -> list:
     items = [f"{len(runs)} run(s) read from `{runs_dir}` (every `metrics.json` below it).",
              "Datasets: " + "; ".join(f"{label} [{name}]" for name, label in datasets) + "."]
     for run in ordered:
+        if run.kind == "imported":
+            items.append(f"{run.variant_label} (`{run.variant}`, imported checkpoint trained with the "
+                         f"{run.source_label}, evaluated here).")
+            continue
         kind = "ablation row" if run.is_ablation else "comparison method"
         items.append(f"{run.variant_label} (`{run.variant}`, {kind}): {len(seeds[run.variant])} seed(s).")
     return [

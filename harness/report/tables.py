@@ -124,7 +124,8 @@ def _variant_info(runs: list[Run]) -> dict[str, dict[str, Any]]:
     info: dict[str, dict[str, Any]] = {}
     for run in runs:
         item = info.setdefault(run.variant, {"label": run.variant_label, "order": run.ablation_order,
-                                             "method": run.method})
+                                             "method": run.method, "kind": run.kind_label,
+                                             "imported": run.kind == "imported"})
         if item["order"] is None and run.ablation_order is not None:
             item["order"] = run.ablation_order
     return info
@@ -232,8 +233,8 @@ def ablation_tables(runs: list[Run]) -> list[Table]:
 
 
 CSV_STAT_COLUMNS = ["dataset", "dataset_label", "rerank", "rerank_k1", "rerank_k2", "rerank_lambda", "distance",
-                    "protocol", "direction", "variant", "variant_label", "ablation_order", "method", "metric",
-                    "mean", "std", "n", "min", "max", "seeds"]
+                    "protocol", "direction", "variant", "variant_label", "ablation_order", "method", "kind",
+                    "metric", "mean", "std", "n", "min", "max", "seeds"]
 
 
 def _csv_stat_row(setting: Setting, dataset_label: str, protocol: str, direction: str, variant: str,
@@ -243,7 +244,8 @@ def _csv_stat_row(setting: Setting, dataset_label: str, protocol: str, direction
         "dataset": setting.dataset, "dataset_label": dataset_label, "rerank": "on" if rr.enabled else "off",
         "rerank_k1": rr.k1, "rerank_k2": rr.k2, "rerank_lambda": rr.lam, "distance": setting.distance,
         "protocol": protocol, "direction": direction, "variant": variant, "variant_label": vinfo["label"],
-        "ablation_order": vinfo["order"], "method": vinfo["method"], "metric": METRIC_LABELS[metric],
+        "ablation_order": vinfo["order"], "method": vinfo["method"], "kind": vinfo["kind"],
+        "metric": METRIC_LABELS[metric],
         "mean": round(stat.mean, 6), "std": None if stat.std is None else round(stat.std, 6), "n": stat.n,
         "min": stat.minimum, "max": stat.maximum, "seeds": " ".join(str(s) for s in stat.seeds),
     }
@@ -261,23 +263,25 @@ def our_runs_table(runs: list[Run]) -> Table:
     rows, csv_rows = [], []
     first_metric = 7
     for setting, protocol, direction in blocks:
+        # Trained runs first, then imported checkpoints (their own kind of row, never bold).
         variants = sorted({k[3] for k in index if k[:3] == (setting, protocol, direction)},
-                          key=lambda v: variant_sort_key(info[v]["order"], v))
-        block_rows = []
+                          key=lambda v: (info[v]["imported"], variant_sort_key(info[v]["order"], v)))
+        block_rows, trained_rows = [], []
         for variant in variants:
             entries = index[(setting, protocol, direction, variant)]
             stats = {m: seed_stat([res[m] for _, res in entries], [s for s, _ in entries]) for m in TABLE_METRICS}
-            kind = "ablation" if info[variant]["order"] is not None else "comparison"
             block_rows.append([
-                Cell(info[variant]["label"]), Cell(kind),
+                Cell(info[variant]["label"]), Cell(info[variant]["kind"]),
                 Cell(f"{labels[setting.dataset]} [{setting.dataset}]"),
                 Cell(protocol_label(protocol, direction)), Cell(setting.rerank.label), Cell(setting.distance),
                 Cell(str(stats[TABLE_METRICS[0]].n)),
             ] + [_stat_cell(stats[m]) for m in TABLE_METRICS])
+            if not info[variant]["imported"]:
+                trained_rows.append(block_rows[-1])
             for m in TABLE_METRICS:
                 csv_rows.append(_csv_stat_row(setting, labels[setting.dataset], protocol, direction, variant,
                                               info[variant], m, stats[m]))
-        _mark_best(block_rows, range(first_metric, first_metric + len(TABLE_METRICS)))
+        _mark_best(trained_rows, range(first_metric, first_metric + len(TABLE_METRICS)))
         rows.extend(block_rows)
     return Table(
         key="comparison_ours",
@@ -285,10 +289,12 @@ def our_runs_table(runs: list[Run]) -> Table:
         columns=["Method / variant", "Kind", "Dataset (ran on)", "Protocol", "Re-ranking", "Distance", "n"]
         + [METRIC_LABELS[m] for m in TABLE_METRICS],
         rows=rows,
-        stamp=["Source: this harness's own runs (metrics.json files); datasets as labelled in each row."],
+        stamp=["Source: this harness's own runs (metrics.json files); datasets as labelled in each row. "
+               "Rows of kind 'imported: <code>' are checkpoints trained with that public code and evaluated here "
+               "(vireid import-checkpoint)."],
         notes=[VALUE_NOTE.replace("bold = best mean in the column",
-                                  "bold = best mean among rows of the same dataset, protocol, re-ranking "
-                                  "and distance")],
+                                  "bold = best mean among our trained rows of the same dataset, protocol, "
+                                  "re-ranking and distance")],
         align=["l"] * 6 + ["r"] * (1 + len(TABLE_METRICS)),
         csv_rows=csv_rows,
         csv_columns=CSV_STAT_COLUMNS,
