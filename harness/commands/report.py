@@ -21,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--published", default=None, metavar="FILE",
                    help="published-results CSV (default: reports/published_results.csv in the repository)")
     p.add_argument("--no-published", action="store_true", help="leave the published-results table out")
+    p.add_argument("--readme", default=None, metavar="FILE",
+                   help="also write the results summary into FILE's results region (between the "
+                        "'<!-- vireid:results:begin' and '<!-- vireid:results:end' comment lines), e.g. README.md")
+    p.add_argument("--stats-metrics", default="r1,mAP", metavar="LIST",
+                   help="comma-separated metrics the paired tests cover (default: r1,mAP; from r1,r10,r20,mAP,mINP)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
 
@@ -34,11 +39,23 @@ def run(args: argparse.Namespace) -> int:
 
         if not Path(args.published).is_file():
             raise ValueError(f"published-results file not found: {args.published}")
+    from vireid.harness.report import ReportError
+    from vireid.harness.report.collect import TABLE_METRICS
+
+    metrics = tuple(m.strip() for m in args.stats_metrics.split(",") if m.strip())
+    unknown = [m for m in metrics if m not in TABLE_METRICS]
+    if unknown or not metrics:
+        raise ReportError(f"--stats-metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                          f"choose from {', '.join(TABLE_METRICS)}")
     written = build_report(args.runs, args.out, storage=args.storage, study=args.study,
-                           best_params=args.best_params, published_csv=published)
+                           best_params=args.best_params, published_csv=published, readme=args.readme,
+                           stats_metrics=metrics)
     print(f"wrote {written['markdown']}")
     print(f"wrote {written['html']}")
     print(f"wrote {len(written['tables_tex'])} LaTeX tables and {len(written['tables_csv'])} CSVs in "
           f"{written['markdown'].parent / 'tables'}")
     print(f"wrote {len(written['figures'])} figures in {written['markdown'].parent / 'figures'}")
+    print(f"wrote {written['stats']} and {written['summary']}")
+    if written["readme"] is not None:
+        print(f"wrote the results region of {written['readme']}")
     return 0
