@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test setup mlflow-ui bench clean-study
+.PHONY: study test setup mlflow-ui bench clean-study readme
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ setup: $(STAMP)
 study: $(STAMP) .dvc/config
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo "report: reports/study/report.md (HTML: reports/study/report.html); runs: make mlflow-ui"
+
+# README's results region (between the vireid:results comments) from the study's report.
+readme: study
+	$(BIN)/vireid report --from-report reports/study --readme README.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

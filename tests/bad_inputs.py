@@ -248,6 +248,18 @@ def report_malformed_metrics(tmp: Path) -> list[str]:
     return ["report", "--runs", str(tmp / "runs"), "--out", str(tmp / "report"), "--no-published"]
 
 
+def report_readme_without_region(tmp: Path) -> list[str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("report_make_runs_bad", REPO / "tests/fixtures/report/make_runs.py")
+    fixtures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    fixtures.make_value_runs(tmp / "runs")
+    (tmp / "README.md").write_text("# A README with no results region\n")
+    return ["report", "--runs", str(tmp / "runs"), "--out", str(tmp / "report"), "--no-published",
+            "--readme", str(tmp / "README.md")]
+
+
 CASES = [
     Case("dataset root missing", missing_root, "nowhere", "manifest.csv"),
     Case("SYSU camera folder missing", missing_cam_folder, "cam3", "manifest.csv"),
@@ -279,6 +291,8 @@ CASES = [
     Case("unknown protocol", unknown_protocol, "sysu/everything", "out.json"),
     Case("report with no metrics.json", report_without_runs, "metrics.json", "report/report.md"),
     Case("report with a malformed metrics.json", report_malformed_metrics, "metrics.json", "report/report.md"),
+    Case("report --readme into a file without a results region", report_readme_without_region, "README.md",
+         "report/report.md"),
 ]
 
 

@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Build the results report from <runs>/**/metrics.json, an optional Optuna study and the "
                     "published-results CSV. Reads only those inputs; never retrains.",
     )
-    p.add_argument("--runs", required=True, metavar="DIR", help="folder searched recursively for metrics.json")
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="folder searched recursively for metrics.json (required unless --from-report)")
     p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage: sqlite:///path.db or a journal file ending in .log/.jsonl")
@@ -21,12 +22,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--published", default=None, metavar="FILE",
                    help="published-results CSV (default: reports/published_results.csv in the repository)")
     p.add_argument("--no-published", action="store_true", help="leave the published-results table out")
+    p.add_argument("--readme", default=None, metavar="FILE",
+                   help="also write the results summary into FILE's results region (between the "
+                        "'<!-- vireid:results:begin' and '<!-- vireid:results:end' comment lines), e.g. README.md")
+    p.add_argument("--from-report", default=None, metavar="DIR",
+                   help="with --readme: copy DIR/summary.md of an already built report into the README's "
+                        "results region, building nothing (e.g. --from-report reports/study)")
+    p.add_argument("--stats-metrics", default="r1,mAP", metavar="LIST",
+                   help="comma-separated metrics the paired tests cover (default: r1,mAP; from r1,r10,r20,mAP,mINP)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vireid.harness.report import ReportError
     from vireid.harness.report.render import DEFAULT_PUBLISHED, build_report
+
+    if args.from_report is not None:
+        return _readme_from_report(args)
+    if args.runs is None:
+        raise ReportError("--runs DIR is required (or --from-report DIR with --readme FILE)")
 
     published = None if args.no_published else (args.published or DEFAULT_PUBLISHED)
     if args.published and not args.no_published:
@@ -34,11 +49,44 @@ def run(args: argparse.Namespace) -> int:
 
         if not Path(args.published).is_file():
             raise ValueError(f"published-results file not found: {args.published}")
+    from vireid.harness.report.collect import TABLE_METRICS
+
+    metrics = tuple(m.strip() for m in args.stats_metrics.split(",") if m.strip())
+    unknown = [m for m in metrics if m not in TABLE_METRICS]
+    if unknown or not metrics:
+        raise ReportError(f"--stats-metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                          f"choose from {', '.join(TABLE_METRICS)}")
     written = build_report(args.runs, args.out, storage=args.storage, study=args.study,
-                           best_params=args.best_params, published_csv=published)
+                           best_params=args.best_params, published_csv=published, readme=args.readme,
+                           stats_metrics=metrics)
     print(f"wrote {written['markdown']}")
     print(f"wrote {written['html']}")
     print(f"wrote {len(written['tables_tex'])} LaTeX tables and {len(written['tables_csv'])} CSVs in "
           f"{written['markdown'].parent / 'tables'}")
     print(f"wrote {len(written['figures'])} figures in {written['markdown'].parent / 'figures'}")
+    print(f"wrote {written['stats']} and {written['summary']}")
+    if written["readme"] is not None:
+        print(f"wrote the results region of {written['readme']}")
+    return 0
+
+
+def _readme_from_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vireid.harness.report import ReportError
+    from vireid.harness.report.render import SUMMARY_FILE
+    from vireid.harness.report.summary import check_readme, write_readme
+
+    if args.readme is None:
+        raise ReportError("--from-report needs --readme FILE (the file whose results region to write)")
+    if args.runs is not None:
+        raise ReportError("--from-report copies a built report's summary; drop --runs (or drop --from-report to "
+                          "rebuild the report)")
+    summary = Path(args.from_report) / SUMMARY_FILE
+    if not summary.is_file():
+        raise ReportError(f"{summary} not found: build the report first (vireid report --runs ... --out "
+                          f"{args.from_report}, or make study)")
+    check_readme(args.readme)
+    changed = write_readme(args.readme, summary.read_text(encoding="utf-8"))
+    print(f"{'wrote' if changed else 'unchanged:'} the results region of {args.readme} (from {summary})")
     return 0

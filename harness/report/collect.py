@@ -197,7 +197,29 @@ def _parse_result(check: _Checker, res: Any, where: str) -> dict[str, Any]:
         out[metric] = check.number(res, metric, where)
     for metric in OPTIONAL_METRICS:
         out[metric] = check.number(res, metric, where, required=False)
+    out["n_trials"], out["trial_std"] = _trial_spread(check, res, where)
     return out
+
+
+def _trial_spread(check: _Checker, res: dict, where: str) -> tuple[int | None, dict[str, float]]:
+    """The number of gallery trials and the per-metric SD over them (both optional in the file):
+    the spread within one run, shown beside the seed spread and never used as replicates."""
+    trials = res.get("trials")
+    if trials is not None and not isinstance(trials, list):
+        raise check.fail(f"key '{where}.trials' should be a list of trial numbers, got {trials!r}")
+    std = res.get("std")
+    if std is None:
+        return (None if trials is None else len(trials)), {}
+    if not isinstance(std, dict):
+        raise check.fail(f"key '{where}.std' should be a mapping of metric to SD over trials, got {std!r}")
+    spread = {}
+    for metric in TABLE_METRICS + OPTIONAL_METRICS:
+        if metric in std:
+            value = check.number(std, metric, f"{where}.std")
+            if value < 0:
+                raise check.fail(f"key '{where}.std.{metric}' should be a non-negative SD, got {value!r}")
+            spread[metric] = value
+    return (None if trials is None else len(trials)), spread
 
 
 def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> Run:

@@ -23,6 +23,10 @@ from vireid.harness.io import atomic_write_bytes, atomic_write_text
 from vireid.harness.report import ReportError
 from vireid.harness.report.collect import (Run, load_best_params, load_published, load_runs, load_study,
                                     variant_sort_key)
+from vireid.harness.report.comparisons import (STATS_FILE, STATS_METRICS, MarkIndex, build_comparisons, mdd_table,
+                                               stats_json, stats_tables, study_mdd, trial_spread_tables)
+from vireid.harness.report.stats import ALPHA, POWER
+from vireid.harness.report.summary import check_readme, summary_markdown, summary_parts, write_readme
 from vireid.harness.report.figures import (Figure, cmc_figures, importance_figure, intermediate_values,
                                     optimization_history)
 from vireid.harness.report.tables import (Table, ablation_tables, our_runs_table, published_table, run_table,
@@ -31,6 +35,7 @@ from vireid.harness.report.tables import (Table, ablation_tables, our_runs_table
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PUBLISHED = REPO_ROOT / "reports" / "published_results.csv"
 MANIFEST = ".report-manifest.json"
+SUMMARY_FILE = "summary.md"
 TABLES_DIR = "tables"
 FIGURES_DIR = "figures"
 
@@ -98,6 +103,36 @@ def _summary(runs: list[Run], runs_dir: str) -> list:
              "is not the real benchmark). Published numbers are quoted from their sources for orientation and "
              "are kept in a separate table; they are not comparable with runs on other data."),
     ]
+
+
+def _results_summary(parts) -> list:
+    blocks: list = [Heading(2, "Results summary")]
+    if not parts:
+        blocks.append(Para("No comparisons: the runs have no ablation baseline (a run with `ablation_order` set)."))
+    for _head, intro, table, lines, mdd_line in parts:
+        blocks += [Para(intro), TableBlock(table), Bullets(lines)]
+        if mdd_line:
+            blocks.append(Para(mdd_line))
+    return blocks
+
+
+def _statistics(runs: list[Run], comparisons, mdds, alpha: float, power: float) -> list:
+    blocks: list = [Heading(2, "Statistics"), Para(
+        "Seeds are the replicates: variants are paired by seed, and each run's value is its mean over the "
+        "protocol's gallery trials. Each table lists every variant against the baseline and every ablation row "
+        "against the row above, per protocol and tested metric, with the mean paired difference, its 95 % t "
+        "interval, the two-sided paired t-test p, the Holm-corrected p (family: one dataset and re-ranking "
+        f"setting), Hedges' g_z, n and the minimum detectable difference. Machine-readable: `{STATS_FILE}`.")]
+    if not comparisons:
+        blocks.append(Para("No comparisons: the runs have no ablation baseline."))
+    else:
+        if mdds:
+            blocks.append(TableBlock(mdd_table(mdds, alpha, power)))
+        for table in stats_tables(comparisons, power):
+            blocks.append(TableBlock(table))
+    blocks.append(Heading(3, "Gallery-trial spread"))
+    blocks += [TableBlock(t) for t in trial_spread_tables(runs)]
+    return blocks
 
 
 def _tuning(study, best_params: dict | None, best_params_path: str | None) -> list:
@@ -226,9 +261,15 @@ def _importance_blocks(study, complete: list) -> list:
 # --------------------------------------------------------------------------------------------
 def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storage: str | None = None,
                  study: str | None = None, best_params: str | os.PathLike | None = None,
-                 published_csv: str | os.PathLike | None = DEFAULT_PUBLISHED) -> dict[str, Any]:
+                 published_csv: str | os.PathLike | None = DEFAULT_PUBLISHED, readme: str | os.PathLike | None = None,
+                 stats_metrics: tuple[str, ...] = STATS_METRICS, alpha: float = ALPHA,
+                 power: float = POWER) -> dict[str, Any]:
     """Build the report from `runs_dir` into `out_dir` and return the written paths:
-    ``{"markdown": Path, "html": Path, "tables_tex": [...], "tables_csv": [...], "figures": [...]}``.
+    ``{"markdown": Path, "html": Path, "tables_tex": [...], "tables_csv": [...], "figures": [...],
+    "stats": Path, "summary": Path, "readme": Path or None}``.
+
+    `stats_metrics` are the metrics the paired tests cover (and the Holm family with them);
+    `readme`, a Markdown file with a results region, gets that region replaced by the summary.
 
     `storage` is an Optuna storage URL (``sqlite:///...``) or a journal file (``*.log``/``*.jsonl``);
     `study` the study name (optional when the storage holds one study). Raises
@@ -243,12 +284,18 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
     published = load_published(published_csv)
     study_obj = load_study(storage, study) if storage is not None else None
     best = load_best_params(best_params)
+    if readme is not None:
+        check_readme(readme)
+    comparisons = build_comparisons(runs, tuple(stats_metrics), alpha, power)
+    mdds = study_mdd(comparisons, alpha, power)
+    parts = summary_parts(runs, comparisons, mdds)
 
     blocks: list = [Heading(1, "vireid-bench report")]
     blocks += _summary(runs, runs_dir_text)
+    blocks += _results_summary(parts)
 
     blocks.append(Heading(2, "Ablation"))
-    abl = ablation_tables(runs)
+    abl = ablation_tables(runs, MarkIndex.of(comparisons))
     if not abl:
         blocks.append(Para("No ablation runs (runs with `ablation_order` set) were found."))
     for rr_on in (False, True):
@@ -256,6 +303,8 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
         if chosen:
             blocks.append(Heading(3, f"Re-ranking {'on' if rr_on else 'off'}"))
             blocks += [TableBlock(t) for t in chosen]
+
+    blocks += _statistics(runs, comparisons, mdds, alpha, power)
 
     blocks.append(Heading(2, "Comparison"))
     blocks.append(Heading(3, "Our runs"))
@@ -310,13 +359,23 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
             written["tables_tex"].append(tex)
             written["tables_csv"].append(csv)
             rels += block.files
+    stats_path, summary_path = out / STATS_FILE, out / SUMMARY_FILE
+    summary_text = summary_markdown(parts)
+    atomic_write_text(stats_path, stats_json(comparisons, power))
+    atomic_write_text(summary_path, summary_text)
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, render_markdown(resolved))
     atomic_write_text(html_path, render_html(resolved))
-    rels += ["report.md", "report.html"]
+    rels += [STATS_FILE, SUMMARY_FILE, "report.md", "report.html"]
     _cleanup(out, rels)
     written["markdown"] = md_path
     written["html"] = html_path
+    written["stats"] = stats_path
+    written["summary"] = summary_path
+    written["readme"] = None
+    if readme is not None:
+        write_readme(readme, summary_text)
+        written["readme"] = Path(readme)
     return written
 
 

@@ -35,6 +35,7 @@ class Cell:
     n: int | None = None
     bold: bool = False
     show_n: bool = False  # append "(n=k)" when the row's cells have different seed counts
+    marks: str = ""  # significance marks (e.g. "†"), shown after the value, outside the bold
 
     @property
     def is_stat(self) -> bool:
@@ -179,9 +180,12 @@ def _n_text(ns: list[int]) -> str:
     return str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
 
 
-def ablation_tables(runs: list[Run]) -> list[Table]:
+def ablation_tables(runs: list[Run], marks=None) -> list[Table]:
     """One table per (dataset, re-ranking setting, distance): rows = ablation variants ordered by
-    ablation_order, column groups = protocols, columns = R1 / R10 / R20 / mAP / mINP."""
+    ablation_order, column groups = protocols, columns = R1 / R10 / R20 / mAP / mINP.
+
+    `marks` (a :class:`vireid.harness.report.comparisons.MarkIndex`) adds the resolved-difference
+    marks to the tested cells and their legend to the notes."""
     index = _result_index(runs)
     info = _variant_info(runs)
     labels = _dataset_labels(runs)
@@ -203,6 +207,8 @@ def ablation_tables(runs: list[Run]) -> list[Table]:
                     stat = (seed_stat([res[metric] for _, res in entries], [s for s, _ in entries])
                             if entries else None)
                     cells.append(_stat_cell(stat))
+                    if marks is not None:
+                        cells[-1].marks = marks.marks.get((setting, protocol, direction, variant, metric), "")
                     if stat is not None:
                         ns.append(stat.n)
                         csv_rows.append(_csv_stat_row(setting, labels[setting.dataset], protocol, direction,
@@ -216,6 +222,7 @@ def ablation_tables(runs: list[Run]) -> list[Table]:
         _mark_best(rows, range(3, 3 + len(protocols) * len(TABLE_METRICS)))
         plabels = [protocol_label(p, d) for p, d in protocols]
         rr = "on" if setting.rerank.enabled else "off"
+        legend = marks.legend(setting, marks.family_sizes.get(setting, 0)) if marks is not None else None
         tables.append(Table(
             key=f"ablation_{slug(setting.dataset)}_{setting.rerank.slug}_{slug(setting.distance)}",
             title=f"Ablation: {labels[setting.dataset]}, re-ranking {rr}",
@@ -223,7 +230,7 @@ def ablation_tables(runs: list[Run]) -> list[Table]:
             groups=[("", 3)] + [(label, len(TABLE_METRICS)) for label in plabels],
             rows=rows,
             stamp=_stamp(setting, labels[setting.dataset], plabels, fingerprints),
-            notes=[VALUE_NOTE],
+            notes=[VALUE_NOTE] + ([legend] if legend else []),
             align=["r", "l", "r"] + ["r"] * (len(protocols) * len(TABLE_METRICS)),
             csv_rows=csv_rows,
             csv_columns=CSV_STAT_COLUMNS,
@@ -406,7 +413,7 @@ def _md_escape(text: str) -> str:
 
 def md_cell(cell: Cell) -> str:
     text = _stat_text(cell, "±") if cell.is_stat else _md_escape(cell.text)
-    return f"**{text}**" if cell.bold and text else text
+    return (f"**{text}**" if cell.bold and text else text) + cell.marks
 
 
 def to_markdown(table: Table) -> str:
@@ -432,16 +439,23 @@ def _expand_groups(table: Table) -> list[str]:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "–": "--", "·": r"$\cdot$"}
+                  "±": r"$\pm$", "–": "--", "·": r"$\cdot$",
+                  "−": "$-$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "²": "$^2$", "<": "$<$", ">": "$>$"}
 
 
 def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
+_LATEX_MARKS = {"†": r"\dagger", "‡": r"\ddagger"}
+
+
 def latex_cell(cell: Cell) -> str:
     text = _stat_text(cell, r"$\pm$") if cell.is_stat else latex_escape(cell.text)
-    return rf"\textbf{{{text}}}" if cell.bold and text else text
+    text = rf"\textbf{{{text}}}" if cell.bold and text else text
+    if cell.marks:
+        text += "$^{" + "".join(_LATEX_MARKS.get(ch, latex_escape(ch)) for ch in cell.marks) + "}$"
+    return text
 
 
 def to_latex(table: Table) -> str:
@@ -487,6 +501,8 @@ def html_cell(cell: Cell, tag: str = "td") -> str:
         inner = text
     if cell.bold and text:
         inner = f"<b>{inner}</b>"
+    if cell.marks:
+        inner += f"<sup>{html.escape(cell.marks)}</sup>"
     return f"<{tag}>{inner}</{tag}>"
 
 
