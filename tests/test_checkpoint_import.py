@@ -128,7 +128,7 @@ def test_wrong_format_names_what_is_missing(tmp_path):
 def test_mixed_non_local_widths_are_refused(tmp_path):
     def widen(state):
         state["NL_2.0.theta.weight"] = torch.zeros(3, 32, 1, 1)
-    with pytest.raises(CheckpointImportError, match=r"inner widths \[3, 32\]"):
+    with pytest.raises(CheckpointImportError, match=r"inner widths \[1, 3\]"):
         import_checkpoint(_agw_file(tmp_path, widen), "agw-official")
 
 
