@@ -214,7 +214,8 @@ def ablation_tables(runs: list[Run]) -> list[Table]:
             rows.append([Cell(order_text), Cell(info[variant]["label"]), Cell(_n_text(ns))] + cells)
         _mark_best(rows, range(3, 3 + len(protocols) * len(TABLE_METRICS)))
         plabels = [protocol_label(p, d) for p, d in protocols]
-        rr = "on" if setting.rerank.enabled else "off"
+        rr = "off" if not setting.rerank.enabled else (
+            "on" if setting.rerank.variant == "standard" else f"on ({setting.rerank.variant})")
         tables.append(Table(
             key=f"ablation_{slug(setting.dataset)}_{setting.rerank.slug}_{slug(setting.distance)}",
             title=f"Ablation: {labels[setting.dataset]}, re-ranking {rr}",
@@ -231,8 +232,8 @@ def ablation_tables(runs: list[Run]) -> list[Table]:
     return tables
 
 
-CSV_STAT_COLUMNS = ["dataset", "dataset_label", "rerank", "rerank_k1", "rerank_k2", "rerank_lambda", "distance",
-                    "protocol", "direction", "variant", "variant_label", "ablation_order", "method", "metric",
+CSV_STAT_COLUMNS = ["dataset", "dataset_label", "rerank", "rerank_variant", "rerank_k1", "rerank_k2", "rerank_lambda",
+                    "distance", "protocol", "direction", "variant", "variant_label", "ablation_order", "method", "metric",
                     "mean", "std", "n", "min", "max", "seeds"]
 
 
@@ -241,7 +242,7 @@ def _csv_stat_row(setting: Setting, dataset_label: str, protocol: str, direction
     rr = setting.rerank
     return {
         "dataset": setting.dataset, "dataset_label": dataset_label, "rerank": "on" if rr.enabled else "off",
-        "rerank_k1": rr.k1, "rerank_k2": rr.k2, "rerank_lambda": rr.lam, "distance": setting.distance,
+        "rerank_variant": rr.variant if rr.enabled else None, "rerank_k1": rr.k1, "rerank_k2": rr.k2, "rerank_lambda": rr.lam, "distance": setting.distance,
         "protocol": protocol, "direction": direction, "variant": variant, "variant_label": vinfo["label"],
         "ablation_order": vinfo["order"], "method": vinfo["method"], "metric": METRIC_LABELS[metric],
         "mean": round(stat.mean, 6), "std": None if stat.std is None else round(stat.std, 6), "n": stat.n,
