@@ -335,7 +335,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ref-queries", type=int, default=400, help="queries the slow SYSU loop runs on")
     parser.add_argument("--skip-slow-llcm", action="store_true", help="do not run the straightforward LLCM re-ranking")
     parser.add_argument("--only-variants", action="store_true",
-                        help="only the re-ranking variants (the SYSU-MM01 protocols and the SYSU-sized re-ranking cases)")
+                        help="only the re-ranking variants (SYSU-MM01 protocols, SYSU-sized re-ranking cases)")
     args = parser.parse_args(argv)
 
     info = {"machine": platform.machine(), "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)),

@@ -233,8 +233,8 @@ def ablation_tables(runs: list[Run]) -> list[Table]:
 
 
 CSV_STAT_COLUMNS = ["dataset", "dataset_label", "rerank", "rerank_variant", "rerank_k1", "rerank_k2", "rerank_lambda",
-                    "distance", "protocol", "direction", "variant", "variant_label", "ablation_order", "method", "metric",
-                    "mean", "std", "n", "min", "max", "seeds"]
+                    "distance", "protocol", "direction", "variant", "variant_label", "ablation_order", "method",
+                    "metric", "mean", "std", "n", "min", "max", "seeds"]
 
 
 def _csv_stat_row(setting: Setting, dataset_label: str, protocol: str, direction: str, variant: str,
@@ -242,7 +242,8 @@ def _csv_stat_row(setting: Setting, dataset_label: str, protocol: str, direction
     rr = setting.rerank
     return {
         "dataset": setting.dataset, "dataset_label": dataset_label, "rerank": "on" if rr.enabled else "off",
-        "rerank_variant": rr.variant if rr.enabled else None, "rerank_k1": rr.k1, "rerank_k2": rr.k2, "rerank_lambda": rr.lam, "distance": setting.distance,
+        "rerank_variant": rr.variant if rr.enabled else None, "rerank_k1": rr.k1, "rerank_k2": rr.k2,
+        "rerank_lambda": rr.lam, "distance": setting.distance,
         "protocol": protocol, "direction": direction, "variant": variant, "variant_label": vinfo["label"],
         "ablation_order": vinfo["order"], "method": vinfo["method"], "metric": METRIC_LABELS[metric],
         "mean": round(stat.mean, 6), "std": None if stat.std is None else round(stat.std, 6), "n": stat.n,
