@@ -120,6 +120,9 @@ class RerankConfig:
     k1: int = field(default=20, metadata={"ge": 1})
     k2: int = field(default=6, metadata={"ge": 1})
     lam: float = field(default=0.3, metadata={"ge": 0.0, "le": 1.0})
+    # What the neighbours are ranked by: the distances, or the public IDKL code's SYSU-MM01
+    # ranking (gallery columns at the matrix maximum); docs/evaluation.md.
+    variant: Literal["standard", "idkl-sysu"] = "standard"
 
 
 @dataclass

@@ -80,7 +80,7 @@ def evaluate_arrays(arrays: dict[str, np.ndarray], protocols: list[str], data_ro
 
     return [evaluate_protocol_arrays(arrays, name, data_root=data_root, trials=trials, rerank=rerank,
                                      k1=rerank_params.k1, k2=rerank_params.k2, lam=rerank_params.lam,
-                                     dataset_fingerprint=fingerprint)
+                                     variant=rerank_params.variant, dataset_fingerprint=fingerprint)
             for name in protocols]
 
 
@@ -244,10 +244,13 @@ def plot_cmc(results: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from vireid.harness.evaluation.evaluate import rerank_suffix
+
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for res in results:
         cmc = res["cmc"][:20]
-        label = res["protocol"] + (" (re-ranked)" if res["rerank"]["enabled"] else "")
+        label = res["protocol"] + (f" (re-ranked{rerank_suffix(res['rerank'], ', ')})" if res["rerank"]["enabled"]
+                                   else "")
         ax.plot(range(1, len(cmc) + 1), cmc, marker=".", label=label)
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")

@@ -91,9 +91,12 @@ def log_params_flat(flat: dict[str, Any]) -> None:
 def log_result_metrics(results: list[dict[str, Any]], step: int | None = None, prefix: str = "test") -> None:
     import mlflow
 
+    from vireid.harness.evaluation.evaluate import rerank_suffix
+
     metrics = {}
     for res in results:
-        tag = res["protocol"].replace("/", "_") + ("_rr" if res["rerank"]["enabled"] else "")
+        tag = res["protocol"].replace("/", "_") + (f"_rr{rerank_suffix(res['rerank'])}" if res["rerank"]["enabled"]
+                                                   else "")
         for key in ("r1", "r5", "r10", "r20", "mAP", "mINP"):
             metrics[f"{prefix}.{tag}.{key}"] = float(res[key])
     if metrics:

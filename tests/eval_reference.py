@@ -82,11 +82,14 @@ def _stable_rank(row):
     return np.argsort(row, kind="stable")
 
 
-def reference_rerank(dist_all, num_query, k1=20, k2=6, lam=0.3):
+def reference_rerank(dist_all, num_query, k1=20, k2=6, lam=0.3, variant="standard"):
     """k-reciprocal re-ranking (Zhong et al. 2017), row by row, from the (N, N) distances.
 
     Formulation (shared with the fast code by specification only):
-      * ranks: stable ascending sort of each row of ``dist_all``;
+      * ranks: stable ascending sort of each row of ``dist_all`` -- or, with
+        ``variant="idkl-sysu"`` (the public IDKL code's SYSU-MM01 call, ``eval_type=True``),
+        of a copy whose gallery columns are all set to the maximum of the whole matrix;
+        everything below still reads the unmodified ``dist_all``;
       * ``od[i, j] = dist_all[i, j] / max_k dist_all[i, k]`` (float32; divisor 1 if <= 0);
       * V[i, E(i)] = float16( w / fsum(w) ) with w = float32 exp(-od[i, E(i)]);
       * query expansion: V'[i] = float16( (sum_t float32(V[rank_t(i)])) / float32(k2) ), summed
@@ -101,10 +104,17 @@ def reference_rerank(dist_all, num_query, k1=20, k2=6, lam=0.3):
     g = n - num_query
     kk = k1 + 1
     half = int(np.around(k1 / 2)) + 1
+    if variant == "standard":
+        rank_dist = dist_all
+    elif variant == "idkl-sysu":
+        rank_dist = dist_all.copy()
+        rank_dist[:, num_query:] = dist_all.max()
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
     ranks = [None] * n
     need = max(kk, k2)
     for i in range(n):
-        ranks[i] = _stable_rank(dist_all[i])[:need]
+        ranks[i] = _stable_rank(rank_dist[i])[:need]
     rowmax = np.array([dist_all[i].max() for i in range(n)], dtype=dist_all.dtype)
     rowmax = np.where(rowmax > 0, rowmax, dist_all.dtype.type(1))
     od_rows = [None] * n

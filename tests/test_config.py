@@ -26,6 +26,8 @@ def test_override_is_parsed_as_yaml_and_validated():
     assert params.train.lr == pytest.approx(1e-3)
     assert params.train.epochs == 3
     assert params.protocols() == ["sysu/all/single"]
+    assert load_params().eval.rerank_params.variant == "standard"
+    assert load_params(overrides=["eval.rerank_params.variant=idkl-sysu"]).eval.rerank_params.variant == "idkl-sysu"
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -35,6 +37,7 @@ def test_override_is_parsed_as_yaml_and_validated():
     ("train.k=5", "train.k: expected an even number"),
     ("train.amp=fp8", "train.amp: expected one of"),
     ("model.backbone=vgg", "model.backbone: expected one of"),
+    ("eval.rerank_params.variant=idkl", "eval.rerank_params.variant: expected one of"),
     ("data.synthetic.difficulty=2", "data.synthetic.difficulty: expected a value <= 1"),
     ("nosuchblock.x=1", "unknown key nosuchblock"),
 ])

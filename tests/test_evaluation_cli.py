@@ -46,7 +46,48 @@ def test_rerank_flags_and_regdb(tmp_path, capsys):
     assert main(["eval-features", str(path), "--protocol", "regdb/v2i", "--rerank", "--k1", "5", "--k2", "3",
                  "--lambda", "0.5", "--json", str(out)]) == 0
     assert "on (k1=5, k2=3, lambda=0.5)" in capsys.readouterr().out
-    assert json.loads(out.read_text())["rerank"] == {"enabled": True, "k1": 5, "k2": 3, "lambda": 0.5}
+    assert json.loads(out.read_text())["rerank"] == {"enabled": True, "k1": 5, "k2": 3, "lambda": 0.5,
+                                                    "variant": "standard"}
+
+
+def test_rerank_variant_flag(sysu, tmp_path, capsys):
+    root, arrays, path = sysu
+    out = tmp_path / "v.json"
+    perm = root / "exp" / "rand_perm_cam.mat"
+    assert main(["eval-features", str(path), "--protocol", "sysu/all/single", "--perm", str(perm), "--trials", "2",
+                 "--rerank", "--rerank-variant", "idkl-sysu", "--json", str(out)]) == 0
+    assert "on (idkl-sysu, k1=20, k2=6, lambda=0.3)" in capsys.readouterr().out
+    expected = evaluate_protocol_arrays(arrays, "sysu/all/single", perm=perm, trials=[2], rerank=True,
+                                        variant="idkl-sysu")
+    assert json.loads(out.read_text()) == json.loads(json.dumps(expected))
+    assert expected["rerank"]["variant"] == "idkl-sysu"
+    with pytest.raises(SystemExit) as info:  # argparse names the choices
+        main(["eval-features", str(path), "--protocol", "regdb/v2i", "--rerank", "--rerank-variant", "idkl"])
+    assert info.value.code == 2
+    assert "invalid choice: 'idkl'" in capsys.readouterr().err
+
+
+def test_evaluate_command_takes_the_variant_from_params(sysu, tmp_path):
+    # `vireid evaluate` on a run folder: eval.rerank_params.variant reaches every re-ranked result
+    root, arrays, path = sysu
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_features(run_dir / "features.npz", arrays)
+    (run_dir / "metrics.json").write_text(json.dumps({"run": {"variant": "x"}, "results": [
+        {"protocol": "sysu/all/single", "dataset_fingerprint": "fp"}]}))
+    out, summary = tmp_path / "m.json", tmp_path / "s.json"
+    assert main(["evaluate", "--run-dir", str(run_dir), "--out", str(out), "--summary", str(summary),
+                 "--set", f"data.root={root}", "--set", "eval.trials=[0, 1]",
+                 "--set", "eval.rerank_params.variant=idkl-sysu"]) == 0
+    results = json.loads(out.read_text())["results"]
+    assert [r["rerank"]["enabled"] for r in results] == [False, True]
+    assert {r["rerank"]["variant"] for r in results} == {"idkl-sysu"}
+    expected = evaluate_protocol_arrays(arrays, "sysu/all/single", data_root=root, trials=[0, 1], rerank=True,
+                                        variant="idkl-sysu", dataset_fingerprint="fp")
+    assert results[1] == json.loads(json.dumps(expected))
+    assert set(json.loads(summary.read_text())) == {"sysu/all/single", "sysu/all/single+rerank-idkl-sysu"}
+    assert main(["evaluate", "--run-dir", str(run_dir), "--out", str(out),
+                 "--set", "eval.rerank_params.variant=sysu"]) == 2  # one line naming the key
 
 
 def _write(tmp_path, arrays, name="bad.npz"):

@@ -34,7 +34,7 @@ def _percent(ref: dict) -> dict:
             **{f"r{r}": 100 * cmc[min(r, len(cmc)) - 1] for r in (1, 5, 10, 20)}}
 
 
-def _sysu_reference(arrays, perms, name, trial, rerank=False):
+def _sysu_reference(arrays, perms, name, trial, rerank=False, variant="standard"):
     """Independent per-trial numbers: gallery from the permutations, float64 distances on
     L2-normalised features (or the re-ranked trial matrix), per-query loop."""
     cams, shots = SYSU[name]
@@ -47,7 +47,7 @@ def _sysu_reference(arrays, perms, name, trial, rerank=False):
         feats = np.concatenate([arrays["query_feats"], arrays["gallery_feats"][union]])
         full = squared_euclidean(feats, None, normalize=True, device="cpu")
         keep = np.concatenate([np.arange(len(q)), len(q) + np.searchsorted(union, gal)])
-        dist = reference_rerank(full[np.ix_(keep, keep)], len(q))
+        dist = reference_rerank(full[np.ix_(keep, keep)], len(q), variant=variant)
     else:
         dist = reference_sqdist(q, g)
     return reference_metrics(dist, arrays["query_ids"], arrays["gallery_ids"][gal], arrays["query_cams"],
@@ -60,7 +60,7 @@ def test_sysu_protocols_follow_the_permutation_file(sysu, name):
     res = evaluate_protocol_arrays(arrays, name, data_root=root, dataset_fingerprint="fp")
     assert set(res) == RESULT_KEYS
     assert (res["protocol"], res["direction"], res["trials"]) == (name, "i2v", list(range(10)))
-    assert res["rerank"] == {"enabled": False, "k1": 20, "k2": 6, "lambda": 0.3}
+    assert res["rerank"] == {"enabled": False, "k1": 20, "k2": 6, "lambda": 0.3, "variant": "standard"}
     assert res["distance"] == "squared_euclidean_l2normalized" and res["dataset_fingerprint"] == "fp"
     n_ids = len(set(arrays["gallery_ids"][np.isin(arrays["gallery_cams"], SYSU[name][0])].tolist()))
     assert len(res["cmc"]) == n_ids
@@ -107,11 +107,29 @@ def test_sysu_trial_subset_and_reranking(sysu):
     assert part["dataset_fingerprint"] == full["dataset_fingerprint"]
     rr = evaluate_protocol_arrays(arrays, "sysu/all/multi", data_root=root, trials=[0, 3], rerank=True,
                                   k1=20, k2=6, lam=0.3)
-    assert rr["rerank"] == {"enabled": True, "k1": 20, "k2": 6, "lambda": 0.3}
+    assert rr["rerank"] == {"enabled": True, "k1": 20, "k2": 6, "lambda": 0.3, "variant": "standard"}
     for row in rr["per_trial"]:
         ref = _sysu_reference(arrays, perms, "sysu/all/multi", row["trial"], rerank=True)
         for key, value in _percent(ref).items():
             assert row[key] == pytest.approx(value, abs=1e-9), (row["trial"], key)
+
+
+def test_sysu_idkl_variant_per_trial(sysu):
+    # the public code's SYSU-MM01 re-ranking, per trial on the trial's own (Q + G) matrix
+    root, arrays, perms = sysu
+    rr = evaluate_protocol_arrays(arrays, "sysu/indoor/single", data_root=root, trials=[1, 4], rerank=True,
+                                  variant="idkl-sysu")
+    assert rr["rerank"] == {"enabled": True, "k1": 20, "k2": 6, "lambda": 0.3, "variant": "idkl-sysu"}
+    standard = evaluate_protocol_arrays(arrays, "sysu/indoor/single", data_root=root, trials=[1, 4], rerank=True)
+    assert rr["per_trial"] != standard["per_trial"]
+    for row in rr["per_trial"]:
+        ref = _sysu_reference(arrays, perms, "sysu/indoor/single", row["trial"], rerank=True, variant="idkl-sysu")
+        for key, value in _percent(ref).items():
+            assert row[key] == pytest.approx(value, abs=1e-9), (row["trial"], key)
+    assert "on (idkl-sysu, k1=20, k2=6, lambda=0.3)" in format_results([rr])
+    assert "on (k1=20, k2=6, lambda=0.3)" in format_results([standard])
+    with pytest.raises(ProtocolError, match="unknown re-ranking variant 'sysu'; expected one of: standard, idkl-sysu"):
+        evaluate_protocol_arrays(arrays, "sysu/indoor/single", data_root=root, rerank=True, variant="sysu")
 
 
 def test_permutation_given_as_path_or_table(sysu):
@@ -168,7 +186,8 @@ def test_reranking_is_off_unless_asked_and_changes_regdb():
     arrays = cross_modal_arrays(n_ids=10, per_id=4, seed=3)
     plain = evaluate_protocol_arrays(arrays, "regdb/i2v")
     rr = evaluate_protocol_arrays(arrays, "regdb/i2v", rerank=True, k1=5, k2=3, lam=0.5)
-    assert plain["rerank"]["enabled"] is False and rr["rerank"] == {"enabled": True, "k1": 5, "k2": 3, "lambda": 0.5}
+    assert plain["rerank"]["enabled"] is False and rr["rerank"] == {"enabled": True, "k1": 5, "k2": 3, "lambda": 0.5,
+                                                          "variant": "standard"}
     feats = np.concatenate([arrays["query_feats"], arrays["gallery_feats"]])
     nq = len(arrays["query_ids"])
     dist = reference_rerank(squared_euclidean(feats, None, device="cpu"), nq, k1=5, k2=3, lam=0.5)

@@ -9,6 +9,7 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from vireid.harness.evaluation.protocols import protocol_names
+    from vireid.harness.evaluation.rerank import VARIANTS
 
     p = subparsers.add_parser("eval-features", help="evaluate a features file (.npz) under a protocol")
     p.add_argument("file", help="features .npz (query_/gallery_ feats, ids, cams, paths)")
@@ -22,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
     p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
     p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+    p.add_argument("--rerank-variant", dest="variant", default="standard", choices=VARIANTS,
+                   help="what re-ranking ranks neighbours by: standard (the distances, default) or idkl-sysu "
+                        "(the public IDKL code's SYSU-MM01 call: neighbours among the queries only)")
     p.add_argument("--device", default="auto", help="distance computation: auto (CUDA if available), cpu, cuda")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the result as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -41,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     arrays = load_features(args.file)
     try:
         result = evaluate_protocol_arrays(arrays, protocol.name, trials=args.trials, rerank=args.rerank,
-                                          k1=args.k1, k2=args.k2, lam=args.lam, perm=args.perm, device=args.device)
+                                          k1=args.k1, k2=args.k2, lam=args.lam, variant=args.variant, perm=args.perm,
+                                          device=args.device)
     except ProtocolError as exc:
         raise ProtocolError(f"{args.file}: {exc}") from None
     print(format_results([result]), end="")

@@ -25,9 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def summary_of(results: list[dict]) -> dict:
+    from vireid.harness.evaluation.evaluate import rerank_suffix
+
     out: dict = {}
     for res in results:
-        key = res["protocol"] + ("+rerank" if res["rerank"]["enabled"] else "")
+        key = res["protocol"] + (f"+rerank{rerank_suffix(res['rerank'])}" if res["rerank"]["enabled"] else "")
         out[key] = {m: round(float(res[m]), 4) for m in ("r1", "r10", "r20", "mAP", "mINP")}
     return out
 

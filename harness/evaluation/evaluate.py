@@ -18,9 +18,10 @@ from vireid.harness.evaluation.distance import normalize_rows, squared_euclidean
 from vireid.harness.evaluation.features_file import validate_arrays
 from vireid.harness.evaluation.metrics import TrialRanking, camera_locations, rank_trials, summarize
 from vireid.harness.evaluation.protocols import DATASET_RULES, Protocol, ProtocolError, distance_name, get_protocol
-from vireid.harness.evaluation.rerank import rerank_from_distance
+from vireid.harness.evaluation.rerank import VARIANTS, rerank_from_distance
 
-__all__ = ["evaluate_protocol_arrays", "evaluate_cross_modal", "format_results", "PERM_FILE"]
+__all__ = ["evaluate_protocol_arrays", "evaluate_cross_modal", "format_results", "rerank_suffix", "rerank_text",
+           "PERM_FILE"]
 
 # The official SYSU-MM01 gallery permutations, relative to the dataset root.
 PERM_FILE = Path("exp") / "rand_perm_cam.mat"
@@ -31,15 +32,18 @@ METRICS = ("mAP", "mINP", "r1", "r5", "r10", "r20")
 def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_root=None,
                              trials: Sequence[int] | None = None, rerank: bool = False, k1: int = 20, k2: int = 6,
                              lam: float = 0.3, dataset_fingerprint: str | None = None, perm=None,
-                             device: str | None = "auto") -> dict[str, Any]:
+                             device: str | None = "auto", variant: str = "standard") -> dict[str, Any]:
     """Evaluate the features ``arrays`` (the features-file keys) under protocol ``name``.
 
     The query and gallery tables together are the pool the protocol picks from by camera.
     SYSU-MM01 protocols need the permutation file: ``perm`` (a path, or what
     ``vireid.datasets.sysu_perm.read_rand_perm_cam`` returns), else ``<data_root>/exp/rand_perm_cam.mat``.
     Without ``dataset_fingerprint`` the result is stamped with a hash of the pool's ids,
-    cameras and paths. Re-ranking is off unless ``rerank``.
+    cameras and paths. Re-ranking is off unless ``rerank``; ``variant`` (one of
+    ``rerank.VARIANTS``) is what its neighbours are ranked by, stamped on the result.
     """
+    if variant not in VARIANTS:
+        raise ProtocolError(f"unknown re-ranking variant {variant!r}; expected one of: {', '.join(VARIANTS)}")
     protocol = get_protocol(name)
     arrays = validate_arrays(arrays)
     pool = {k: np.concatenate([arrays[f"query_{k}"], arrays[f"gallery_{k}"]]) for k in ("ids", "cams", "paths")}
@@ -62,7 +66,7 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
         feats = _pool_rows(arrays, np.concatenate([query, union]), protocol.normalize)
         dist_all = squared_euclidean(feats, None, device=device)
         rankings = [_rerank_trial(dist_all, _rows_of(query, t.query_index), mask, pool, query, union, protocol,
-                                  real, k1, k2, lam) for t, mask in zip(trial_sets, masks)]
+                                  real, k1, k2, lam, variant) for t, mask in zip(trial_sets, masks)]
     else:
         q_feats, g_feats = _pool_rows(arrays, query, protocol.normalize), _pool_rows(arrays, union, protocol.normalize)
         if real is not None:
@@ -75,7 +79,7 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
             rankings = [_take_rows(r, _rows_of(query, t.query_index)) for r, t in zip(rankings, trial_sets)]
     result = {
         "protocol": protocol.name, "direction": protocol.direction, "trials": [t.trial for t in trial_sets],
-        "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam)},
+        "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam), "variant": variant},
         "distance": protocol.distance,
         "dataset_fingerprint": dataset_fingerprint or _pool_fingerprint(pool),
     }
@@ -173,7 +177,8 @@ def _perm_table(protocol: Protocol, perm, data_root):
 
 
 def _rerank_trial(dist_all: np.ndarray, rows: np.ndarray, mask: np.ndarray, pool: dict, query: np.ndarray,
-                  union: np.ndarray, protocol: Protocol, real, k1: int, k2: int, lam: float) -> TrialRanking:
+                  union: np.ndarray, protocol: Protocol, real, k1: int, k2: int, lam: float,
+                  variant: str) -> TrialRanking:
     """Re-rank this trial's queries (``rows`` of ``query``) + its gallery (as the public code,
     per trial) and rank."""
     nq = len(query)
@@ -181,7 +186,7 @@ def _rerank_trial(dist_all: np.ndarray, rows: np.ndarray, mask: np.ndarray, pool
         keep = np.concatenate([rows, nq + np.flatnonzero(mask)])
         dist_all = dist_all[np.ix_(keep, keep)]
     query, gallery = query[rows], union[mask]
-    dist = rerank_from_distance(dist_all, len(query), k1=k1, k2=k2, lam=lam)
+    dist = rerank_from_distance(dist_all, len(query), k1=k1, k2=k2, lam=lam, variant=variant)
     if real is not None:
         (ranking,) = rank_trials(dist, pool["ids"][query], pool["ids"][gallery],
                                  identity_cams=(real[query], real[gallery]))
@@ -261,13 +266,27 @@ def _cell(res: Mapping[str, Any], metric: str) -> str:
     return f"{res[metric]:.2f}" + (f" ± {std:.2f}" if len(res.get("trials", [])) > 1 else "")
 
 
+def rerank_suffix(rr: Mapping[str, Any], sep: str = "-") -> str:
+    """What sets a result's re-ranking variant apart in names and labels: nothing for the
+    standard one (so names stay as they were before variants), else ``sep + variant``."""
+    variant = rr.get("variant", "standard")
+    return "" if variant == "standard" else f"{sep}{variant}"
+
+
+def rerank_text(rr: Mapping[str, Any]) -> str:
+    """``k1=20, k2=6, lambda=0.3``, after the variant's name unless it is the standard one
+    (results written before variants existed carry none: they are standard)."""
+    variant = rr.get("variant", "standard")
+    return ("" if variant == "standard" else f"{variant}, ") + f"k1={rr['k1']}, k2={rr['k2']}, lambda={rr['lambda']}"
+
+
 def format_results(results: Sequence[Mapping[str, Any]]) -> str:
     """A plain-text table: one row per result (mean ± std over trials)."""
     header = ["protocol", "re-ranking", "trials", "R1", "R5", "R10", "R20", "mAP", "mINP", "skipped"]
     rows = []
     for res in results:
         rr = res["rerank"]
-        rerank = f"on (k1={rr['k1']}, k2={rr['k2']}, lambda={rr['lambda']})" if rr["enabled"] else "off"
+        rerank = f"on ({rerank_text(rr)})" if rr["enabled"] else "off"
         trials = res.get("trials", [])
         rows.append([res["protocol"], rerank, str(len(trials)),
                      *(_cell(res, m) for m in ("r1", "r5", "r10", "r20", "mAP", "mINP")),

@@ -21,6 +21,18 @@ for bit, because every rounding step happens on the same values in the same orde
   done in float32 and rounded) over ``k`` ascending; ``jac = 1 - temp / (2 - temp)`` in float16;
 * ``final = float32(float16(jac * float16(1 - lambda))) + od * float32(lambda)``.
 
+Variants (``variant=``), which differ only in the distances the neighbours are ranked by:
+
+* ``"standard"``: the distances themselves (Zhong et al.; the public IDKL code on RegDB
+  and LLCM, ``eval_type=False``);
+* ``"idkl-sysu"``: the public IDKL code's SYSU-MM01 call (``eval_type=True``), which sets
+  every entry of a gallery column to the maximum of the whole matrix before ranking. In the
+  stable order of such a row the query columns come first (their entries are at most that
+  maximum and their indices lower), then the gallery columns in index order: ``rank`` is the
+  stable top-k of the row's query part, padded with Q, Q + 1, ... when k > Q, and "i among
+  the first w of x" compares with the maximum wherever a column is a gallery one. ``od``,
+  the weights and the final distances still use the unmodified distances, as that code.
+
 How (no Python loop runs over rows or queries, only over a bounded number of blocks or
 steps):
 
@@ -62,7 +74,11 @@ from vireid.harness.evaluation.parallel import Workers, balanced_blocks
 from vireid.harness.evaluation.ragged import owners, segments
 from vireid.harness.evaluation.sortkeys import order_codes
 
-__all__ = ["k_reciprocal_rerank", "rerank_from_distance", "stable_topk"]
+__all__ = ["VARIANTS", "k_reciprocal_rerank", "rerank_from_distance", "stable_topk"]
+
+# What the neighbours are ranked by (module docstring): the distances, or the public IDKL
+# code's SYSU-MM01 ranking distances (gallery columns set to the matrix maximum).
+VARIANTS = ("standard", "idkl-sysu")
 
 # Distance entries per block of rows (nearest neighbours).
 _BLOCK_ENTRIES = 1 << 20
@@ -87,18 +103,21 @@ _FILL = np.uint64(np.iinfo(np.uint64).max)
 
 
 def k_reciprocal_rerank(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lam: float = 0.3, *,
-                        normalize: bool = False, device: str | None = "auto", workers: int | None = None) -> np.ndarray:
+                        variant: str = "standard", normalize: bool = False, device: str | None = "auto",
+                        workers: int | None = None) -> np.ndarray:
     """Re-ranked (Q, G) float32 distances from features (squared Euclidean underneath)."""
     q = to_numpy(query_feats, np.float32)
     feats = np.concatenate([q, to_numpy(gallery_feats, np.float32)], axis=0)
     dist_all = squared_euclidean(feats, None, normalize=normalize, device=device)
-    return rerank_from_distance(dist_all, len(q), k1=k1, k2=k2, lam=lam, workers=workers)
+    return rerank_from_distance(dist_all, len(q), k1=k1, k2=k2, lam=lam, variant=variant, workers=workers)
 
 
 def rerank_from_distance(dist_all, num_query: int, k1: int = 20, k2: int = 6, lam: float = 0.3, *,
-                         workers: int | None = None) -> np.ndarray:
+                         variant: str = "standard", workers: int | None = None) -> np.ndarray:
     """Re-ranked (Q, G) float32 distances from the (Q+G, Q+G) distance matrix of the
-    queries followed by the gallery."""
+    queries followed by the gallery; ``variant`` is one of VARIANTS (module docstring)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown re-ranking variant {variant!r}; expected one of: {', '.join(VARIANTS)}")
     if int(k1) != k1 or k1 < 1 or int(k2) != k2 or k2 < 1:
         raise ValueError(f"k1 and k2 must be positive integers, got k1={k1}, k2={k2}")
     if not 0.0 <= float(lam) <= 1.0:
@@ -112,9 +131,12 @@ def rerank_from_distance(dist_all, num_query: int, k1: int = 20, k2: int = 6, la
     if not 0 < num_query < n:
         raise ValueError(f"num_query must be in 1..{n - 1}, got {num_query}")
     k1, k2 = int(k1), int(k2)
+    # idkl-sysu: neighbours among the query columns; gallery columns rank as the matrix maximum
+    ncol = num_query if variant == "idkl-sysu" else n
     with Workers(workers) as threads:
-        rank, rowmax = _nearest(dist_all, min(max(k1 + 1, k2), n), threads)
-        ptr, cols = _expansion_sets(dist_all, rank, k1, threads)
+        rank, top = _nearest(dist_all, min(max(k1 + 1, k2), n), threads, ncol)
+        rowmax = np.where(top > 0, top, dist_all.dtype.type(1))
+        ptr, cols = _expansion_sets(dist_all, rank, k1, threads, ncol, top.max())
         rows = np.repeat(np.arange(n), np.diff(ptr))
         w = np.exp(-(dist_all[rows, cols] / rowmax[rows]).astype(np.float32)).astype(np.float64)
         vals = (w / np.bincount(rows, weights=w, minlength=n)[rows]).astype(np.float16)
@@ -127,8 +149,9 @@ def rerank_from_distance(dist_all, num_query: int, k1: int = 20, k2: int = 6, la
 def stable_topk(dist: np.ndarray, k: int, workers: int | None = None) -> np.ndarray:
     """Indices (N, k) of the k smallest entries of each row, ascending, ties by lower index:
     the first k columns of a stable argsort, without sorting whole rows."""
+    dist = np.ascontiguousarray(dist)
     with Workers(workers) as threads:
-        return _nearest(np.ascontiguousarray(dist), k, threads)[0]
+        return _nearest(dist, k, threads, dist.shape[1])[0]
 
 
 def _row_sort(parts, nrows: int, fill) -> np.ndarray:
@@ -150,17 +173,18 @@ def _row_sort(parts, nrows: int, fill) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ nearest neighbours
-def _nearest(dist: np.ndarray, k: int, threads: Workers) -> tuple[np.ndarray, np.ndarray]:
-    """Stable top-k indices and the row maxima (divisor 1 where the maximum is not positive),
-    in blocks of about _BLOCK_ENTRIES entries (they stay in cache for the passes)."""
+def _nearest(dist: np.ndarray, k: int, threads: Workers, ncol: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stable top-k indices of the rows as ranked with every column from ``ncol`` on set to
+    the matrix maximum (``ncol = m``: the rows as they are), and the maxima of the rows as
+    they are; in blocks of about _BLOCK_ENTRIES entries (they stay in cache for the passes)."""
     n, m = dist.shape
     if not 0 < k <= m:
         raise ValueError(f"k must be in 1..{m}, got {k}")
     rank = np.empty((n, k), dtype=np.int64)
-    rowmax = np.empty(n, dtype=dist.dtype)
-    threads([partial(_nearest_block, dist, r0, r1, k, rank, rowmax)
+    top = np.empty(n, dtype=dist.dtype)
+    threads([partial(_nearest_block, dist, r0, r1, k, ncol, rank, top)
              for r0, r1 in balanced_blocks(n, _BLOCK_ENTRIES // m, threads.workers)])
-    return rank, rowmax
+    return rank, top
 
 
 def _group_min(x: np.ndarray, c: int) -> np.ndarray:
@@ -174,41 +198,52 @@ def _group_min(x: np.ndarray, c: int) -> np.ndarray:
     return out
 
 
-def _nearest_block(dist: np.ndarray, r0: int, r1: int, k: int, rank: np.ndarray, rowmax: np.ndarray) -> None:
+def _nearest_block(dist: np.ndarray, r0: int, r1: int, k: int, ncol: int, rank: np.ndarray, top: np.ndarray) -> None:
     """Rows [r0, r1). The minima of groups of columns (and of groups of those minima) are
     distinct entries of the row, so the k-th smallest of them, tau, is at least the row's
     k-th smallest entry: the entries up to tau (a few more than k per row, found by one
     comparison pass) hold the answer, sorted as (value code, column) keys -- the order of
-    a stable sort."""
+    a stable sort.
+
+    With ``ncol < m`` the ranking is that of the first ``ncol`` columns (every later column
+    ranks as the matrix maximum, which no entry exceeds, and after them by index): their
+    stable top-k, then the columns ncol, ncol + 1, ... where k > ncol."""
     block = dist[r0:r1]
     b, m = block.shape
-    top = block.max(axis=1)
-    c1 = max(1, min(_GROUP, m // (2 * k)))
-    mins = _group_min(block, c1)
-    c2 = max(1, min(4, mins.shape[1] // (2 * k)))
+    top[r0:r1] = block.max(axis=1)
+    sub = block if ncol == m else np.ascontiguousarray(block[:, :ncol])
+    kk = min(k, ncol)
+    c1 = max(1, min(_GROUP, ncol // (2 * kk)))
+    mins = _group_min(sub, c1)
+    c2 = max(1, min(4, mins.shape[1] // (2 * kk)))
     mins2 = _group_min(mins, c2)
     # NaN propagates through max and min, -inf shows in a group minimum, +inf in the maximum
-    if not (np.isfinite(top).all() and np.isfinite(mins2).all()):
+    finite = np.isfinite(top[r0:r1]).all() and np.isfinite(mins2).all()
+    if ncol < m:  # -inf in a column the ranking does not read
+        finite = finite and np.isfinite(block[:, ncol:].min(axis=1)).all()
+    if not finite:
         raise ValueError("the distance matrix holds NaN or infinite values")
-    rowmax[r0:r1] = np.where(top > 0, top, 1)
-    tau = np.partition(mins2, k - 1, axis=1)[:, k - 1]
-    flat = np.flatnonzero(block <= tau[:, None])
-    rows = flat // m
-    cols = flat - rows * m
-    key = order_codes(block.reshape(-1)[flat]).astype(np.uint64)
+    tau = np.partition(mins2, kk - 1, axis=1)[:, kk - 1]
+    flat = np.flatnonzero(sub <= tau[:, None])
+    rows = flat // ncol
+    cols = flat - rows * ncol
+    key = order_codes(sub.reshape(-1)[flat]).astype(np.uint64)
     key <<= np.uint64(32)
     key |= cols.astype(np.uint64)
     mat = _row_sort([(rows, key)], b, _FILL)
-    rank[r0:r1] = (mat[:, :k] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    rank[r0:r1, :kk] = (mat[:, :kk] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    rank[r0:r1, kk:] = np.arange(ncol, ncol + k - kk)
 
 
 # ----------------------------------------------------------------------- neighbour sets
-def _expansion_sets(dist: np.ndarray, rank: np.ndarray, k1: int, threads: Workers) -> tuple[np.ndarray, np.ndarray]:
+def _expansion_sets(dist: np.ndarray, rank: np.ndarray, k1: int, threads: Workers, ncol: int,
+                    fill) -> tuple[np.ndarray, np.ndarray]:
     """CSR (row_ptr, cols) of the expanded k-reciprocal sets E(i), columns ascending.
 
     "i is among the first w neighbours of x" is one comparison with the last of them: in the
-    stable order it holds iff (d[x, i], i) <= (d[x, r], r), r = rank[x, w - 1]. Membership
-    of R(i) is a bit table (N * N / 8 bytes). Two passes over blocks of rows: the
+    stable order it holds iff (d[x, i], i) <= (d[x, r], r), r = rank[x, w - 1], where d is
+    the ranking distance: ``fill`` (the matrix maximum) in the columns from ``ncol`` on.
+    Membership of R(i) is a bit table (N * N / 8 bytes). Two passes over blocks of rows: the
     reciprocal masks (and the table's rows), then the sets."""
     n, m = dist.shape
     flat = dist.reshape(-1)
@@ -216,15 +251,16 @@ def _expansion_sets(dist: np.ndarray, rank: np.ndarray, k1: int, threads: Worker
     half = min(int(np.around(k1 / 2)) + 1, rank.shape[1])
     me = np.arange(n)
     last = (rank[:, kk - 1], rank[:, half - 1])  # the last of the first kk (half) neighbours ...
-    lastd = (flat[me * m + last[0]], flat[me * m + last[1]])  # ... and its distance
+    lastd = tuple(flat[me * m + r] if ncol == m else np.where(r >= ncol, fill, flat[me * m + r])
+                  for r in last)  # ... and its ranking distance
     nb = (n + 7) // 8
     table = np.zeros(n * nb, dtype=np.uint8)  # bit c of row i: c in R(i)
     hmask = np.empty((n, half), dtype=bool)  # R_half(c) = rank[c, :half][hmask[c]]
     hcount = np.empty(n, dtype=np.int64)
     blocks = balanced_blocks(n, _ROW_BLOCK, threads.workers)
     pairs: list = [None] * len(blocks)
-    threads([partial(_reciprocal_block, j, r0, r1, flat, m, rank[:, :kk], half, last, lastd, table, nb, hmask,
-                     hcount, pairs) for j, (r0, r1) in enumerate(blocks)])
+    threads([partial(_reciprocal_block, j, r0, r1, flat, m, ncol, fill, rank[:, :kk], half, last, lastd, table, nb,
+                     hmask, hcount, pairs) for j, (r0, r1) in enumerate(blocks)])
     parts: list = [None] * len(blocks)
     threads([partial(_sets_block, j, *pairs[j], rank[:, :half], hmask, hcount, table, nb, parts)
              for j in range(len(blocks))])
@@ -234,13 +270,16 @@ def _expansion_sets(dist: np.ndarray, rank: np.ndarray, k1: int, threads: Worker
     return ptr, np.concatenate([p[1] for p in parts])
 
 
-def _reciprocal_block(j: int, r0: int, r1: int, flat, m, forward, half, last, lastd, table, nb, hmask, hcount,
-                      pairs) -> None:
+def _reciprocal_block(j: int, r0: int, r1: int, flat, m, ncol, fill, forward, half, last, lastd, table, nb, hmask,
+                      hcount, pairs) -> None:
     """Rows [r0, r1): the pairs (i, c), c in R(i) (rows ascending), their bits in the table,
-    and hmask, hcount. The first ``half`` columns share the distances d[x, i] with R."""
+    and hmask, hcount. The first ``half`` columns share the distances d[x, i] with R; the
+    ranking distance of a row i >= ncol (a column of x) is ``fill``."""
     x = forward[r0:r1]
     i = np.arange(r0, r1)[:, None]
     d = flat.take(x * m + i)
+    if r1 > ncol:
+        d[max(0, ncol - r0):] = fill
     lv, li = lastd[0].take(x), last[0].take(x)
     rm = (d < lv) | ((d == lv) & (i <= li))
     xh, dh = x[:, :half], d[:, :half]

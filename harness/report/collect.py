@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ RUN_KINDS = ("trained", "imported")
 TABLE_METRICS = ("r1", "r10", "r20", "mAP", "mINP")
 OPTIONAL_METRICS = ("r5",)
 METRIC_LABELS = {"r1": "R1", "r5": "R5", "r10": "R10", "r20": "R20", "mAP": "mAP", "mINP": "mINP"}
+# A re-ranking variant's name goes into labels and file names.
+_VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 PUBLISHED_COLUMNS = ("method", "venue", "year", "dataset", "protocol", "r1", "r10", "r20", "mAP", "mINP",
                      "source")
 
@@ -30,27 +33,33 @@ PUBLISHED_COLUMNS = ("method", "venue", "year", "dataset", "protocol", "r1", "r1
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RerankSetting:
-    """Re-ranking configuration of one result; the k's and lambda only matter when enabled."""
+    """Re-ranking configuration of one result; the variant, the k's and lambda only matter
+    when enabled. Results of different variants are different settings (never averaged
+    together); the standard variant keeps the labels and names it had before variants."""
 
     enabled: bool
     k1: Any = None
     k2: Any = None
     lam: Any = None
+    variant: str = "standard"
 
     @property
     def label(self) -> str:
         if not self.enabled:
             return "off"
-        return f"on (k1={self.k1}, k2={self.k2}, lambda={self.lam})"
+        named = "" if self.variant == "standard" else f"{self.variant}, "
+        return f"on ({named}k1={self.k1}, k2={self.k2}, lambda={self.lam})"
 
     @property
     def slug(self) -> str:
         if not self.enabled:
             return "rr-off"
-        return f"rr-on-k1-{self.k1}-k2-{self.k2}-lam-{self.lam}"
+        named = "" if self.variant == "standard" else f"{self.variant}-"
+        return f"rr-on-{named}k1-{self.k1}-k2-{self.k2}-lam-{self.lam}"
 
     def sort_key(self) -> tuple:
-        return (self.enabled, _sortable(self.k1), _sortable(self.k2), _sortable(self.lam))
+        return (self.enabled, self.variant != "standard", self.variant, _sortable(self.k1), _sortable(self.k2),
+                _sortable(self.lam))
 
 
 @dataclass
@@ -173,8 +182,13 @@ def _parse_result(check: _Checker, res: Any, where: str) -> dict[str, Any]:
     if not isinstance(enabled, bool):
         raise check.fail(f"key '{rr_where}.enabled' should be true or false, got {enabled!r}")
     if enabled:
+        # results written before re-ranking variants existed are the standard one
+        variant = check.text(rr, "variant", rr_where, required=False, default="standard")
+        if not _VARIANT_NAME.fullmatch(variant):
+            raise check.fail(f"key '{rr_where}.variant' should be a re-ranking variant name (lower-case letters, "
+                             f"digits and '-', e.g. 'standard'), got {variant!r}")
         rerank = RerankSetting(True, check.get(rr, "k1", rr_where), check.get(rr, "k2", rr_where),
-                               check.get(rr, "lambda", rr_where))
+                               check.get(rr, "lambda", rr_where), variant)
     else:
         rerank = RerankSetting(False)
     cmc = check.get(res, "cmc", where)

@@ -221,7 +221,8 @@ def ablation_tables(runs: list[Run], marks=None) -> list[Table]:
             rows.append([Cell(order_text), Cell(info[variant]["label"]), Cell(_n_text(ns))] + cells)
         _mark_best(rows, range(3, 3 + len(protocols) * len(TABLE_METRICS)))
         plabels = [protocol_label(p, d) for p, d in protocols]
-        rr = "on" if setting.rerank.enabled else "off"
+        rr = "off" if not setting.rerank.enabled else (
+            "on" if setting.rerank.variant == "standard" else f"on ({setting.rerank.variant})")
         legend = marks.legend(setting, marks.family_sizes.get(setting, 0)) if marks is not None else None
         tables.append(Table(
             key=f"ablation_{slug(setting.dataset)}_{setting.rerank.slug}_{slug(setting.distance)}",
@@ -239,8 +240,8 @@ def ablation_tables(runs: list[Run], marks=None) -> list[Table]:
     return tables
 
 
-CSV_STAT_COLUMNS = ["dataset", "dataset_label", "rerank", "rerank_k1", "rerank_k2", "rerank_lambda", "distance",
-                    "protocol", "direction", "variant", "variant_label", "ablation_order", "method", "kind",
+CSV_STAT_COLUMNS = ["dataset", "dataset_label", "rerank", "rerank_variant", "rerank_k1", "rerank_k2", "rerank_lambda",
+                    "distance", "protocol", "direction", "variant", "variant_label", "ablation_order", "method", "kind",
                     "metric", "mean", "std", "n", "min", "max", "seeds"]
 
 
@@ -249,7 +250,8 @@ def _csv_stat_row(setting: Setting, dataset_label: str, protocol: str, direction
     rr = setting.rerank
     return {
         "dataset": setting.dataset, "dataset_label": dataset_label, "rerank": "on" if rr.enabled else "off",
-        "rerank_k1": rr.k1, "rerank_k2": rr.k2, "rerank_lambda": rr.lam, "distance": setting.distance,
+        "rerank_variant": rr.variant if rr.enabled else None, "rerank_k1": rr.k1, "rerank_k2": rr.k2,
+        "rerank_lambda": rr.lam, "distance": setting.distance,
         "protocol": protocol, "direction": direction, "variant": variant, "variant_label": vinfo["label"],
         "ablation_order": vinfo["order"], "method": vinfo["method"], "kind": vinfo["kind"],
         "metric": METRIC_LABELS[metric],
