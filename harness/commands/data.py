@@ -72,6 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          epilog="example: vireid data audit --data synth-sysu --out reports/audit/synth-sysu")
     add_params_args(aud)
     aud.add_argument("--out", default=None, metavar="DIR", help="output folder (default reports/audit/<data.name>)")
+    aud.add_argument("--doc", default=None, metavar="FILE",
+                     help="also write the tables into FILE's audit region (between '<!-- vireid:audit:begin' and "
+                          "'<!-- vireid:audit:end' lines), e.g. docs/synthetic-dataset.md")
+    aud.add_argument("--from-audit", default=None, metavar="DIR",
+                     help="with --doc: copy DIR/audit.md into the region, measuring nothing")
     aud.set_defaults(handler=run_audit)
 
     sheet = sub.add_parser("contact-sheet", help="draw a few identities in both modalities into a PNG")
@@ -178,15 +183,29 @@ def run_audit(args: argparse.Namespace) -> int:
     from vireid.harness.data import load_prepared
     from vireid.harness.io import atomic_write_text
 
+    from vireid.harness.report.summary import check_readme, write_readme
+
+    if args.doc is not None:
+        check_readme(args.doc, "audit")
+    if args.from_audit is not None:
+        if args.doc is None:
+            raise ValueError("--from-audit needs --doc FILE")
+        text = (Path(args.from_audit) / "audit.md").read_text(encoding="utf-8")
+        write_readme(args.doc, text, "audit")
+        print(f"wrote the audit region of {args.doc} from {Path(args.from_audit) / 'audit.md'}")
+        return 0
     params = resolve(args)
     result = audit(load_prepared(params.data), params.protocols())
     out = Path(args.out or Path("reports") / "audit" / params.data.name)
     out.mkdir(parents=True, exist_ok=True)
     text = audit_markdown(result)
-    atomic_write_text(out / "audit.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "audit.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(out / "audit.md", text)
     print(text, end="")
     print(f"wrote {out / 'audit.json'} and {out / 'audit.md'}")
+    if args.doc is not None:
+        write_readme(args.doc, text, "audit")
+        print(f"wrote the audit region of {args.doc}")
     return 0
 
 

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "results region, building nothing (e.g. --from-report reports/study)")
     p.add_argument("--stats-metrics", default="r1,mAP", metavar="LIST",
                    help="comma-separated metrics the paired tests cover (default: r1,mAP; from r1,r10,r20,mAP,mINP)")
+    p.add_argument("--audit", action="append", default=[], metavar="PATH",
+                   help="a `vireid data audit` result (audit.json), or a folder searched for them, whose "
+                        "reference points the report shows (repeatable)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                           f"choose from {', '.join(TABLE_METRICS)}")
     written = build_report(args.runs, args.out, storage=args.storage, study=args.study,
                            best_params=args.best_params, published_csv=published, readme=args.readme,
-                           stats_metrics=metrics)
+                           stats_metrics=metrics, audits=_audit_files(args.audit))
     print(f"wrote {written['markdown']}")
     print(f"wrote {written['html']}")
     print(f"wrote {len(written['tables_tex'])} LaTeX tables and {len(written['tables_csv'])} CSVs in "
@@ -68,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
     if written["readme"] is not None:
         print(f"wrote the results region of {written['readme']}")
     return 0
+
+
+def _audit_files(paths: list[str]) -> list:
+    from pathlib import Path
+
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.rglob("audit.json"))
+            if not found:
+                raise ValueError(f"--audit {path}: no audit.json below this folder (run `vireid data audit`)")
+            out += found
+        else:
+            out.append(path)
+    return out
 
 
 def _readme_from_report(args: argparse.Namespace) -> int:

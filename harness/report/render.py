@@ -25,6 +25,7 @@ from vireid.harness.report.collect import (Run, load_best_params, load_published
                                     variant_sort_key)
 from vireid.harness.report.comparisons import (STATS_FILE, STATS_METRICS, MarkIndex, build_comparisons, mdd_table,
                                                stats_json, stats_tables, study_mdd, trial_spread_tables)
+from vireid.harness.report.reference import best_matcher, load_audits, reference_tables
 from vireid.harness.report.stats import ALPHA, POWER
 from vireid.harness.report.summary import check_readme, summary_markdown, summary_parts, write_readme
 from vireid.harness.report.figures import (Figure, cmc_figures, importance_figure, intermediate_values,
@@ -79,6 +80,42 @@ class Image:
 # --------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------
+def _reference_points(runs: list[Run], audits: list[dict[str, Any]]) -> list:
+    """The dataset audit's tables and, per audited dataset, each variant's R1 against the best matcher."""
+    if not audits:
+        return []
+    blocks: list = [Heading(3, "Reference points (dataset audit)"),
+                    Para("What a model must beat, measured on the same test split by `vireid data audit`: "
+                         "chance, nearest-neighbour matchers and a closed-form linear map. Trained rows above "
+                         "are means over seeds.")]
+    for audit in audits:
+        fp = audit.get("fingerprint", "")
+        mine = [r for r in runs if r.kind == "trained" and any(res.get("dataset_fingerprint") == fp
+                                                                  for res in r.results)]
+        lines = []
+        for protocol in audit["cross_modal"]:
+            best = best_matcher(audit, protocol)
+            if best is None:
+                continue
+            by_variant: dict[str, list[float]] = {}
+            for r in mine:
+                for res in r.results:
+                    if res.get("protocol") == protocol and not res["rerank"].enabled:
+                        by_variant.setdefault(r.variant_label, []).append(float(res["r1"]))
+            for label, values in sorted(by_variant.items()):
+                mean = sum(values) / len(values)
+                ratio = f"{mean / best[1]:.1f}x" if best[1] > 0 else "n/a"
+                lines.append(f"{label}: {protocol} R1 {mean:.1f} (n={len(values)}) = {ratio} the best reference "
+                             f"matcher ({MATCHER_NAMES.get(best[0], best[0])}, {best[1]:.1f})")
+        blocks += [TableBlock(t) for t in reference_tables(audit)]
+        if lines:
+            blocks.append(Para("; ".join(lines) + "."))
+    return blocks
+
+
+MATCHER_NAMES = {"pixels": "grey-pixel NN", "gradient": "gradient NN", "linear": "linear map"}
+
+
 def _summary(runs: list[Run], runs_dir: str) -> list:
     datasets = sorted({(r.dataset, r.dataset_label) for r in runs})
     variants: dict[str, Run] = {}
@@ -263,13 +300,14 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
                  study: str | None = None, best_params: str | os.PathLike | None = None,
                  published_csv: str | os.PathLike | None = DEFAULT_PUBLISHED, readme: str | os.PathLike | None = None,
                  stats_metrics: tuple[str, ...] = STATS_METRICS, alpha: float = ALPHA,
-                 power: float = POWER) -> dict[str, Any]:
+                 power: float = POWER, audits: list[str | os.PathLike] | tuple = ()) -> dict[str, Any]:
     """Build the report from `runs_dir` into `out_dir` and return the written paths:
     ``{"markdown": Path, "html": Path, "tables_tex": [...], "tables_csv": [...], "figures": [...],
     "stats": Path, "summary": Path, "readme": Path or None}``.
 
     `stats_metrics` are the metrics the paired tests cover (and the Holm family with them);
-    `readme`, a Markdown file with a results region, gets that region replaced by the summary.
+    `readme`, a Markdown file with a results region, gets that region replaced by the summary;
+    `audits` are `vireid data audit` outputs (audit.json), shown as the reference points.
 
     `storage` is an Optuna storage URL (``sqlite:///...``) or a journal file (``*.log``/``*.jsonl``);
     `study` the study name (optional when the storage holds one study). Raises
@@ -284,6 +322,7 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
     published = load_published(published_csv)
     study_obj = load_study(storage, study) if storage is not None else None
     best = load_best_params(best_params)
+    audit_list = load_audits(list(audits))
     if readme is not None:
         check_readme(readme)
     comparisons = build_comparisons(runs, tuple(stats_metrics), alpha, power)
@@ -309,6 +348,7 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
     blocks.append(Heading(2, "Comparison"))
     blocks.append(Heading(3, "Our runs"))
     blocks.append(TableBlock(our_runs_table(runs)))
+    blocks += _reference_points(runs, audit_list)
     blocks.append(Heading(3, "Published results"))
     if published is None:
         where = "no file given" if published_csv is None else f"`{published_csv}` not found"

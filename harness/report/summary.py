@@ -177,27 +177,28 @@ def summary_markdown(parts) -> str:
 # --------------------------------------------------------------------------------------------
 # README region
 # --------------------------------------------------------------------------------------------
-def _region(text: str, path: Path) -> tuple[int, int]:
+def _region(text: str, path: Path, name: str = "results") -> tuple[int, int]:
     """(start, end) offsets of the region's content: after the begin line, before the end line."""
-    begins = [m.start() for m in re.finditer(re.escape(README_BEGIN), text)]
-    ends = [m.start() for m in re.finditer(re.escape(README_END), text)]
-    expected = f"one line starting {README_BEGIN!r} and, below it, one starting {README_END!r}"
+    begin, end = f"<!-- vireid:{name}:begin", f"<!-- vireid:{name}:end"
+    begins = [m.start() for m in re.finditer(re.escape(begin), text)]
+    ends = [m.start() for m in re.finditer(re.escape(end), text)]
+    expected = f"one line starting {begin!r} and, below it, one starting {end!r}"
     if len(begins) != 1 or len(ends) != 1:
-        raise ReportError(f"{path}: found {len(begins)} results-region begin marker(s) and {len(ends)} end "
+        raise ReportError(f"{path}: found {len(begins)} {name}-region begin marker(s) and {len(ends)} end "
                           f"marker(s); expected {expected}")
     line_end = text.find("\n", begins[0])
     if line_end < 0 or line_end > ends[0]:
-        raise ReportError(f"{path}: the results-region end marker must be on a line below the begin marker; "
+        raise ReportError(f"{path}: the {name}-region end marker must be on a line below the begin marker; "
                           f"expected {expected}")
     return line_end + 1, ends[0]
 
 
-def check_readme(path: str | os.PathLike) -> None:
-    """Refuse a README without exactly one results region (before anything is written)."""
+def check_readme(path: str | os.PathLike, name: str = "results") -> None:
+    """Refuse a file without exactly one region `name` (before anything is written)."""
     path = Path(path)
     if not path.is_file():
-        raise ReportError(f"README file not found: {path}")
-    _region(path.read_text(encoding="utf-8"), path)
+        raise ReportError(f"file not found: {path}")
+    _region(path.read_text(encoding="utf-8"), path, name)
 
 
 def readme_region(path: str | os.PathLike) -> str:
@@ -208,11 +209,12 @@ def readme_region(path: str | os.PathLike) -> str:
     return text[start:end]
 
 
-def write_readme(path: str | os.PathLike, content: str) -> bool:
-    """Replace the README's results region with `content`; True when the file changed."""
+def write_readme(path: str | os.PathLike, content: str, name: str = "results") -> bool:
+    """Replace the file's region `name` (the README's results region by default) with `content`;
+    True when the file changed."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
-    start, end = _region(text, path)
+    start, end = _region(text, path, name)
     body = content if content.endswith("\n") else content + "\n"
     new = text[:start] + body + text[end:]
     if new == text:
