@@ -8,6 +8,8 @@ protocol sizes, with the distance GEMM alone as the floor.
   the ranks look like a trained model's (single-shot R1 about 70 %).
 * RegDB: 2060 x 2060 (206 identities x 10 images per modality), one direction, features
   that rank like a strong model's.
+* LLCM v2i: 8680 visible queries x 7166 near-infrared gallery images of 351 identities
+  (the test set's sizes), one trial, the same kind of features.
 * Re-ranking (k1 = 20, k2 = 6, lambda = 0.3) on the (Q + G) problem of a SYSU single-shot
   and multi-shot trial, of RegDB, and of LLCM (8680 visible queries, 7166 near-infrared).
 * Re-ranking variants: idkl-sysu (the public IDKL code's SYSU-MM01 call) against the
@@ -17,7 +19,13 @@ protocol sizes, with the distance GEMM alone as the floor.
 The slow metric loop is timed on a subset of the queries and extrapolated (said in the
 output); the straightforward re-ranking runs in full. Timings are the best of --repeats.
 
-    python -m benchmarks.bench_eval --out benchmarks/results/bench_eval.json
+``--device cuda``: the distances run on the GPU (``squared_euclidean(device=...)``, host
+transfers included); "GEMM" is then the on-device product alone, inputs already there,
+synchronised. Ranking and re-ranking have no CUDA implementation: they run on the CPU
+after the CUDA distances (the rows say so). ``--smoke``: tiny sizes, seconds on a CPU.
+
+    python -m benchmarks.bench_eval --json benchmarks/results/bench_eval.json
+    python -m benchmarks.bench_eval --device cuda --ref-queries 100 --skip-slow-llcm --json eval.json
 """
 from __future__ import annotations
 
@@ -40,11 +48,24 @@ sys.path.insert(0, str(REPO / "tests"))  # the slow reference implementations
 
 from eval_reference import reference_metrics, reference_rerank  # noqa: E402
 
-from vireid.harness.evaluation.distance import normalize_rows, squared_euclidean  # noqa: E402
+from vireid.harness.evaluation.distance import normalize_rows, resolve_device, squared_euclidean  # noqa: E402
 from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays  # noqa: E402
 from vireid.harness.evaluation.metrics import rank_trials, summarize  # noqa: E402
 from vireid.harness.evaluation.protocols import get_protocol  # noqa: E402
 from vireid.harness.evaluation.rerank import rerank_from_distance  # noqa: E402
+
+
+# Problem sizes: the real protocols', and tiny ones for --smoke.
+SIZES = {
+    "paper": {"dim": 2048, "sysu": {"n_ids": 96, "n_pairs": 301, "n_queries": 3803},
+              "regdb": {"n_ids": 206, "per_id": 10}, "llcm": {"n_ids": 351, "nq": 8680, "ng": 7166},
+              "rerank": [("SYSU single-shot trial", 3803, 301), ("SYSU multi-shot trial", 3803, 3010),
+                         ("RegDB", 2060, 2060), ("LLCM v2i", 8680, 7166)]},
+    "smoke": {"dim": 64, "sysu": {"n_ids": 16, "n_pairs": 40, "n_queries": 150},
+              "regdb": {"n_ids": 20, "per_id": 10}, "llcm": {"n_ids": 30, "nq": 300, "ng": 240},
+              "rerank": [("SYSU single-shot trial", 150, 40), ("SYSU multi-shot trial", 150, 400),
+                         ("RegDB", 200, 200), ("LLCM v2i", 300, 240)]},
+}
 
 
 def best_of(fn, repeats: int):
@@ -93,18 +114,40 @@ def blas_info() -> list[dict]:
     return [{k: lib.get(k) for k in keys} for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
+def gemm_timer(device: str, repeats: int):
+    """``time(a, b)``: best seconds of ``a @ b.T`` -- NumPy/BLAS on the CPU; on CUDA the
+    torch product of inputs already on the device, synchronised (the distance's floor)."""
+    if not device.startswith("cuda"):
+        return lambda a, b: best_of(lambda: a @ b.T, repeats)[0]
+    import torch
+
+    def run(a, b):
+        at, bt = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+        at @ bt.T  # warm-up: cuBLAS handle and kernel choice
+        torch.cuda.synchronize(device)
+
+        def product():
+            out = at @ bt.T
+            torch.cuda.synchronize(device)
+            return out
+
+        return best_of(product, repeats)[0]
+
+    return run
+
+
 def identity_features(rng, ids: np.ndarray, dim: int, noise: float, shift=None) -> np.ndarray:
     centres = rng.standard_normal((int(ids.max()) + 1, dim), dtype=np.float32)
     feats = centres[ids] + noise * rng.standard_normal((len(ids), dim), dtype=np.float32)
     return feats if shift is None else feats + shift
 
 
-def sysu_like(seed: int = 0, dim: int = 2048, noise: float = 4.0):
+def sysu_like(seed: int = 0, dim: int = 2048, noise: float = 4.0, n_ids: int = 96, n_pairs: int = 301,
+              n_queries: int = 3803):
     """Features arrays (SYSU paths) and a rand_perm_cam-like permutation table."""
     rng = np.random.default_rng(seed)
-    n_ids, n_queries = 96, 3803
     pairs = [(pid, cam) for pid in range(1, n_ids + 1) for cam in (1, 2, 4, 5)]
-    keep = sorted(rng.choice(len(pairs), 301, replace=False))
+    keep = sorted(rng.choice(len(pairs), n_pairs, replace=False))
     perm = {cam: [np.zeros((0, 0), dtype=np.int64)] * n_ids for cam in range(1, 7)}
     g_ids, g_cams, g_paths = [], [], []
     for k in keep:
@@ -136,7 +179,7 @@ def slow_metrics(dist, q_ids, g_ids, q_cams, g_cams, masks, subset: np.ndarray):
                               active=mask) for mask in masks]
 
 
-def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: int) -> dict:
+def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: int, device: str = "cpu") -> dict:
     protocol = get_protocol(name)
     pool = {k: np.concatenate([arrays[f"query_{k}"], arrays[f"gallery_{k}"]])
             for k in ("feats", "ids", "cams", "paths")}
@@ -145,12 +188,12 @@ def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: i
     union = np.unique(np.concatenate([t.gallery_index for t in trials]))
     masks = np.stack([np.isin(union, t.gallery_index) for t in trials])
     q, g = normalize_rows(pool["feats"][query]), normalize_rows(pool["feats"][union])
-    t_gemm, _ = best_of(lambda: q @ g.T, repeats)
-    t_dist, dist = best_of(lambda: squared_euclidean(q, g, device="cpu"), repeats)
+    t_gemm = gemm_timer(device, repeats)(q, g)
+    t_dist, dist = best_of(lambda: squared_euclidean(q, g, device=device), repeats)
     ids_q, ids_g, cams_q, cams_g = pool["ids"][query], pool["ids"][union], pool["cams"][query], pool["cams"][union]
     t_fast, rankings = best_of(lambda: rank_trials(dist, ids_q, ids_g, cams_q, cams_g, locations={3: 2},
                                                    trial_masks=masks), repeats)
-    t_whole, result = best_of(lambda: evaluate_protocol_arrays(arrays, name, perm=perm, device="cpu"), repeats)
+    t_whole, result = best_of(lambda: evaluate_protocol_arrays(arrays, name, perm=perm, device=device), repeats)
     subset = np.random.default_rng(1).choice(len(query), min(ref_queries, len(query)), replace=False)
     start = time.perf_counter()
     refs = slow_metrics(dist, ids_q, ids_g, cams_q, cams_g, masks, subset)
@@ -159,7 +202,7 @@ def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: i
                and np.array_equal(r.cmc_rank[subset], ref["cmc_rank"]) for r, ref in zip(rankings, refs))
     s = summarize(rankings[0])
     return {
-        "case": f"{name} metrics", "queries": len(query), "gallery_per_trial": int(masks[0].sum()),
+        "case": f"{name} metrics", "device": device, "queries": len(query), "gallery_per_trial": int(masks[0].sum()),
         "gallery_union": len(union), "trials": len(trials), "gemm_s": t_gemm, "distance_s": t_dist,
         "metrics_s": t_fast, "slow_metrics_s": t_slow, "slow_extrapolated_from": len(subset),
         "metrics_speedup": t_slow / t_fast, "whole_eval_s": t_whole, "whole_over_gemm": t_whole / t_gemm,
@@ -168,46 +211,57 @@ def bench_sysu(name: str, arrays: dict, perm: dict, ref_queries: int, repeats: i
     }
 
 
-def bench_regdb(repeats: int, dim: int = 2048) -> dict:
-    """RegDB-like features (noise 2.8: R1 ~100 %, mAP ~90 %, mINP ~60 %, as strong models)."""
-    rng = np.random.default_rng(2)
-    ids = np.repeat(np.arange(206), 10)
-    centres = rng.standard_normal((206, dim), dtype=np.float32)
+def bench_cross(name: str, repeats: int, ref_queries: int | None = None, device: str = "cpu", dim: int = 2048,
+                n_ids: int = 206, per_id: int | None = 10, nq: int | None = None, ng: int | None = None) -> dict:
+    """One cross-modal direction (RegDB, LLCM): features that rank like a strong model's
+    (noise 2.8: RegDB R1 ~100 %, mAP ~90 %, mINP ~60 %). ``per_id`` images per identity and
+    modality (RegDB), else ``nq`` queries and ``ng`` gallery images of random identities."""
+    rng = np.random.default_rng(2 if name.startswith("regdb") else 3)
+    if per_id is not None:
+        q_ids = g_ids = np.repeat(np.arange(n_ids), per_id)
+    else:
+        q_ids, g_ids = np.sort(rng.integers(0, n_ids, nq)), np.sort(rng.integers(0, n_ids, ng))
+    centres = rng.standard_normal((n_ids, dim), dtype=np.float32)
     shift = 0.5 * rng.standard_normal(dim, dtype=np.float32)
-    vis = centres[ids] + 2.8 * rng.standard_normal((len(ids), dim), dtype=np.float32)
-    ir = centres[ids] + shift + 2.8 * rng.standard_normal((len(ids), dim), dtype=np.float32)
-    arrays = {"query_feats": ir, "query_ids": ids, "query_cams": np.full(len(ids), 3),
-              "query_paths": np.array([f"Thermal/{i}.bmp" for i in range(len(ids))]),
-              "gallery_feats": vis, "gallery_ids": ids, "gallery_cams": np.full(len(ids), 2),
-              "gallery_paths": np.array([f"Visible/{i}.bmp" for i in range(len(ids))])}
-    t_gemm, _ = best_of(lambda: ir @ vis.T, repeats)
-    t_dist, dist = best_of(lambda: squared_euclidean(ir, vis, device="cpu"), repeats)
-    t_fast, (ranking,) = best_of(lambda: rank_trials(dist, ids, ids), repeats)
-    t_whole, result = best_of(lambda: evaluate_protocol_arrays(arrays, "regdb/i2v", device="cpu"), repeats)
+    q = centres[q_ids] + shift + 2.8 * rng.standard_normal((len(q_ids), dim), dtype=np.float32)
+    g = centres[g_ids] + 2.8 * rng.standard_normal((len(g_ids), dim), dtype=np.float32)
+    q_cam, g_cam = (3, 2) if name.endswith("i2v") else (2, 3)
+    arrays = {"query_feats": q, "query_ids": q_ids, "query_cams": np.full(len(q_ids), q_cam),
+              "query_paths": np.array([f"q/{i}.bmp" for i in range(len(q_ids))]),
+              "gallery_feats": g, "gallery_ids": g_ids, "gallery_cams": np.full(len(g_ids), g_cam),
+              "gallery_paths": np.array([f"g/{i}.bmp" for i in range(len(g_ids))])}
+    t_gemm = gemm_timer(device, repeats)(q, g)
+    t_dist, dist = best_of(lambda: squared_euclidean(q, g, device=device), repeats)
+    t_fast, (ranking,) = best_of(lambda: rank_trials(dist, q_ids, g_ids), repeats)
+    t_whole, result = best_of(lambda: evaluate_protocol_arrays(arrays, name, device=device), repeats)
+    subset = np.arange(len(q_ids)) if not ref_queries or ref_queries >= len(q_ids) else \
+        np.random.default_rng(1).choice(len(q_ids), ref_queries, replace=False)
     start = time.perf_counter()
-    ref = reference_metrics(dist, ids, ids)
-    t_slow = time.perf_counter() - start
-    same = np.allclose(ranking.ap, ref["ap"], rtol=0, atol=1e-9) and np.array_equal(ranking.cmc_rank, ref["cmc_rank"])
-    return {"case": "regdb/i2v metrics", "queries": len(ids), "gallery_per_trial": len(ids), "gallery_union": len(ids),
-            "trials": 1, "gemm_s": t_gemm, "distance_s": t_dist, "metrics_s": t_fast, "slow_metrics_s": t_slow,
-            "slow_extrapolated_from": len(ids), "metrics_speedup": t_slow / t_fast, "whole_eval_s": t_whole,
-            "whole_over_gemm": t_whole / t_gemm, "equal_to_reference": bool(same),
+    ref = reference_metrics(dist[subset], q_ids[subset], g_ids)
+    t_slow = (time.perf_counter() - start) * len(q_ids) / len(subset)
+    same = np.allclose(ranking.ap[subset], ref["ap"], rtol=0, atol=1e-9) \
+        and np.array_equal(ranking.cmc_rank[subset], ref["cmc_rank"])
+    return {"case": f"{name} metrics", "device": device, "queries": len(q_ids), "gallery_per_trial": len(g_ids),
+            "gallery_union": len(g_ids), "trials": 1, "gemm_s": t_gemm, "distance_s": t_dist, "metrics_s": t_fast,
+            "slow_metrics_s": t_slow, "slow_extrapolated_from": len(subset), "metrics_speedup": t_slow / t_fast,
+            "whole_eval_s": t_whole, "whole_over_gemm": t_whole / t_gemm, "equal_to_reference": bool(same),
             "trial0": {"r1": result["r1"], "mAP": result["mAP"], "mINP": result["mINP"]}}
 
 
-def bench_rerank(label: str, nq: int, ng: int, repeats: int, run_slow: bool, dim: int = 2048) -> dict:
+def bench_rerank(label: str, nq: int, ng: int, repeats: int, run_slow: bool, dim: int = 2048,
+                 device: str = "cpu") -> dict:
     rng = np.random.default_rng(nq + ng)
     ids = rng.integers(0, max(2, (nq + ng) // 20), nq + ng)
     feats = identity_features(rng, ids, dim, 4.0)
-    t_gemm, _ = best_of(lambda: feats @ feats.T, repeats)
-    t_dist, dist = best_of(lambda: squared_euclidean(feats, None, device="cpu"), repeats)
+    t_gemm = gemm_timer(device, repeats)(feats, feats)
+    t_dist, dist = best_of(lambda: squared_euclidean(feats, None, device=device), repeats)
     t_fast, t_var, fast, var = best_of_pair(lambda: rerank_from_distance(dist, nq),
                                             lambda: rerank_from_distance(dist, nq, variant="idkl-sysu"), repeats)
     tracemalloc.start()
     rerank_from_distance(dist, nq)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    row = {"case": f"re-ranking {label}", "queries": nq, "gallery": ng, "n": nq + ng, "gemm_s": t_gemm,
+    row = {"case": f"re-ranking {label}", "distance_device": device, "rerank_device": "cpu", "queries": nq, "gallery": ng, "n": nq + ng, "gemm_s": t_gemm,
            "distance_s": t_dist, "rerank_s": t_fast, "total_s": t_dist + t_fast,
            "rerank_over_gemm": t_fast / t_gemm, "total_over_gemm": (t_dist + t_fast) / t_gemm,
            "peak_extra_bytes": int(peak), "distance_matrix_bytes": int(dist.nbytes),
@@ -275,6 +329,8 @@ def check_targets(rows: list[dict], reranks: list[dict], variants: list[dict]) -
     }
     out = []
     for key, (label, op, bound) in TARGETS.items():
+        if not figures[key]:  # not measured in this run (e.g. the slow formulation skipped)
+            continue
         cases = sorted(figures[key], key=lambda c: c[1], reverse=op == "<=")
         if not cases:  # a case left out (--only-variants)
             continue
@@ -332,33 +388,44 @@ def markdown(rows: list[dict], reranks: list[dict], variants: list[dict], target
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--out", "--json", dest="out", default=None, help="write the figures as JSON here")
     parser.add_argument("--repeats", type=int, default=3, help="timings: best of this many runs")
-    parser.add_argument("--ref-queries", type=int, default=400, help="queries the slow SYSU loop runs on")
+    parser.add_argument("--ref-queries", type=int, default=400,
+                        help="queries the slow SYSU and LLCM loops run on (extrapolated)")
     parser.add_argument("--skip-slow-llcm", action="store_true", help="do not run the straightforward LLCM re-ranking")
     parser.add_argument("--only-variants", action="store_true",
                         help="only the re-ranking variants (SYSU-MM01 protocols, SYSU-sized re-ranking cases)")
+    parser.add_argument("--device", default="cpu", help="distances on: cpu (default), cuda, cuda:N, auto")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (checks that the benchmark runs)")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    sizes = SIZES["smoke" if args.smoke else "paper"]
+    dim = sizes["dim"]
 
     info = {"machine": platform.machine(), "cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)),
-            "numpy": np.__version__, "blas": blas_info(),
+            "numpy": np.__version__, "blas": blas_info(), "device": device, "sizes": "smoke" if args.smoke else "paper",
             "OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT"), "load_before": os.getloadavg()}
-    arrays, perm = sysu_like()
+    if device.startswith("cuda"):
+        import torch
+
+        info.update(gpu=torch.cuda.get_device_name(device), torch=torch.__version__, cuda=torch.version.cuda)
+    arrays, perm = sysu_like(dim=dim, **sizes["sysu"])
     variants = [bench_variant_sysu(name, arrays, perm, args.repeats) for name in ("sysu/all/single", "sysu/all/multi")]
-    rows = [] if args.only_variants else [bench_sysu(name, arrays, perm, args.ref_queries, args.repeats)
+    rows = [] if args.only_variants else [bench_sysu(name, arrays, perm, args.ref_queries, args.repeats, device)
                                           for name in ("sysu/all/single", "sysu/all/multi")]
     if not args.only_variants:
-        rows.append(bench_regdb(args.repeats))
-    reranks = [bench_rerank("SYSU single-shot trial", 3803, 301, args.repeats, True),
-               bench_rerank("SYSU multi-shot trial", 3803, 3010, args.repeats, True)]
-    if not args.only_variants:
-        reranks += [bench_rerank("RegDB", 2060, 2060, args.repeats, True),
-                    bench_rerank("LLCM v2i", 8680, 7166, 1, not args.skip_slow_llcm)]
+        rows.append(bench_cross("regdb/i2v", args.repeats, device=device, dim=dim, **sizes["regdb"]))
+        rows.append(bench_cross("llcm/v2i", args.repeats, args.ref_queries, device, dim, per_id=None,
+                                **sizes["llcm"]))
+    reranks = [bench_rerank(label, nq, ng, 1 if label.startswith("LLCM") else args.repeats,
+                            not (label.startswith("LLCM") and args.skip_slow_llcm), dim, device)
+               for label, nq, ng in sizes["rerank"]
+               if not args.only_variants or label.startswith("SYSU")]
     info["load_after"] = os.getloadavg()
     targets = check_targets(rows, reranks, variants)
     table = markdown(rows, reranks, variants, targets)
     print(table)
-    print(f"\nmachine: {info}; slow SYSU metric loop timed on {args.ref_queries} queries and extrapolated")
+    print(f"\nmachine: {info}; slow SYSU and LLCM metric loops timed on {args.ref_queries} queries and extrapolated")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"info": info, "metrics": rows, "rerank": reranks, "variants": variants,

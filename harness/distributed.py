@@ -41,9 +41,13 @@ def shutdown() -> None:
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    if world_size() == 1:
-        return model
-    ids = [device.index] if device.type == "cuda" else None
+    """DDP with several processes, the model itself with one."""
+    return model if world_size() == 1 else ddp(model, device)
+
+
+def ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The DistributedDataParallel wrapper training uses (an initialised process group)."""
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     # Unused parameters exist when a loss term is switched off (e.g. the IP classifier).
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 

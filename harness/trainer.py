@@ -94,7 +94,7 @@ class Trainer:
         self.device = device
         self.hooks = hooks
         self.amp_dtype = amp_dtype
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.grad_clip = grad_clip
         self.generator = generator
         self.steps_per_epoch = min(len(batches.sampler), steps_per_epoch or len(batches.sampler))

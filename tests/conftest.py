@@ -21,3 +21,22 @@ def prepared_tiny(tmp_path_factory) -> Path:
     params = load_params(dataset="synth-sysu", overrides=tiny_overrides(prepared))
     prepare_from_params(params.data)
     return prepared
+
+
+def cuda_skip_reason() -> str | None:
+    """Why `gpu` tests cannot run here, or None when torch sees a CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    build = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+    return f"needs a CUDA device: torch.cuda.is_available() is False (torch {torch.__version__}, {build})"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped, with the reason, where no CUDA device is present."""
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    reason = cuda_skip_reason() if gpu else None
+    if reason:
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason=reason))
