@@ -52,6 +52,8 @@ class DataConfig:
     image_height: int = field(default=64, metadata={"ge": 8})
     image_width: int = field(default=32, metadata={"ge": 4})
     cache_workers: int = field(default=2, metadata={"ge": 1})
+    # Images whose header claims more pixels are refused before decoding (decompression bombs).
+    max_image_pixels: int = field(default=25_000_000, metadata={"ge": 1})
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -280,6 +282,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set one key; a mapping value merges into the mapping already there (like an overlay),
+    so `--set 'train.augment={flip: false}'` keeps the other `augment` keys."""
     node = data
     for i, key in enumerate(keys[:-1]):
         child = node.get(key)
@@ -288,6 +292,8 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
         node = child
+    if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
+        value = deep_merge(node[keys[-1]], value)
     node[keys[-1]] = value
 
 

@@ -298,6 +298,13 @@ def write_table(out: Path) -> None:
             proc, message = run_case(case, Path(tmp))
             message = message.replace(tmp, "<tmp>").replace(str(REPO), "<repo>").replace("|", "\\|")
             rows.append(f"| {case.name} | {proc.returncode} | `{message}` |")
+    from fault_cases import FAULTS, run_fault
+
+    for fault in FAULTS:
+        with tempfile.TemporaryDirectory() as tmp:
+            code, message, _ = run_fault(fault, Path(tmp))
+            message = message.replace(tmp, "<tmp>").replace(str(REPO), "<repo>").replace("|", "\\|")
+            rows.append(f"| {fault.name} | {code} | `{message}` |")
     header = ("# Bad inputs and the errors they get\n\n"
               "Every row was produced by `tests/bad_inputs.py` running the real CLI on a broken input\n"
               "(`.venv/bin/python tests/bad_inputs.py docs/bad-inputs.md` rewrites this page);\n"
@@ -305,7 +312,9 @@ def write_table(out: Path) -> None:
               "key, and nothing written. Other failure modes tested elsewhere: a checkpoint of another\n"
               "method or class count (`tests/test_faults.py`), an unreachable MLflow server\n"
               "(`tests/test_training.py`), NaN/Inf losses (`tests/test_faults.py`), failing Optuna\n"
-              "trials (`tests/test_study.py`).\n\n"
+              "trials (`tests/test_study.py`). The later rows come from\n"
+              "`tests/fault_cases.py` (hostile inputs and faults, run in-process through\n"
+              "`vireid.harness.cli.main`; checked by `tests/test_fault_cases.py`).\n\n"
               "| bad input | exit code | message |\n|---|---|---|\n")
     from vireid.harness.io import atomic_write_text
 
