@@ -65,6 +65,10 @@ def prepare(dataset: str, root, prepared_dir, size=(384, 144), synth: dict[str, 
     generated = None
     if synth is not None:
         generated = ensure_synthetic(root, dataset, SynthSettings.from_dict(synth), workers=workers)
+    from vireid.harness.io import remove_stale_temps
+
+    for folder in (prepared, prepared / "cache"):
+        remove_stale_temps(folder)  # left by a prepare killed with SIGKILL
     manifest, manifest_reused = _current_manifest(dataset, root, prepared, int(split), workers, progress)
     cache_file = cache_path(prepared, manifest.fingerprint, size)
     # A cache is reused only when its content matches the digests written when it was built.

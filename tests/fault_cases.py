@@ -129,6 +129,131 @@ def synth_over_foreign_file(tmp: Path) -> list[str]:
     return ["data", "synth", "--layout", "sysu", "--out", str(root), *TINY[:-1], "1"]
 
 
+# --- crashes, hangs and resource exhaustion ----------------------------------------------------
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+
+
+def alias_bomb_overlay(tmp: Path) -> list[str]:
+    path = tmp / "bomb.yaml"
+    path.write_text("experiment: {name: bomb}\n" + BOMB)
+    return ["train", "--experiment", str(path), "--run-dir", str(tmp / "run")]
+
+
+def alias_bomb_tune_overrides(tmp: Path) -> list[str]:
+    path = tmp / "params.yaml"
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    bomb = "".join("    " + line + "\n" for line in BOMB.splitlines())
+    line = next(line for line in text.splitlines() if line.startswith("  overrides:"))  # tune.overrides
+    path.write_text(text.replace(line + "\n", "  overrides:\n" + bomb, 1))
+    return ["tune", "--params", str(path), "--out-dir", str(tmp / "tune"), "--best-params", str(tmp / "best.yaml")]
+
+
+def deep_nesting(tmp: Path) -> list[str]:
+    return ["train", "--set", "train.milestones=" + "[" * 5000 + "]" * 5000, "--run-dir", str(tmp / "run")]
+
+
+def params_not_utf8(tmp: Path) -> list[str]:
+    path = tmp / "params.yaml"
+    path.write_bytes("train: {epochs: 3}\n# caf\u00e9\n".encode("latin-1"))
+    return ["train", "--params", str(path), "--run-dir", str(tmp / "run")]
+
+
+def huge_value(tmp: Path) -> list[str]:
+    return ["train", "--set", "train.epochs=" + "x" * 100_000, "--run-dir", str(tmp / "run")]
+
+
+def npz_with_members(tmp: Path, name: str, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    path = tmp / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for key, data in members.items():
+            archive.writestr(key + ".npy", data)
+    return path
+
+
+def npy_bytes(array) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def npy_header_only(shape: tuple[int, ...]) -> bytes:
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def npz_huge_header(tmp: Path) -> list[str]:
+    from bad_inputs import features
+
+    args = features(tmp)
+    import numpy as np
+
+    with np.load(tmp / "feats.npz") as npz:
+        members = {key: npy_bytes(npz[key]) for key in npz.files}
+    members["query_feats"] = npy_header_only((10**12, 8))
+    npz_with_members(tmp, "feats.npz", members)
+    return args
+
+
+def npy_not_npz_huge(tmp: Path) -> list[str]:
+    path = tmp / "feats.npz"
+    path.write_bytes(npy_header_only((10**12, 8)))
+    return ["eval-features", str(path), "--protocol", "regdb/i2v"]
+
+
+def npz_over_limit(tmp: Path) -> list[str]:
+    import numpy as np
+    from bad_inputs import features
+
+    feats = np.zeros((4, 2**17), np.float32)  # 2 MiB each, compressed to a few KB
+    return features(tmp, query_feats=feats, gallery_feats=feats) + ["--max-mib", "3"]
+
+
+def npz_bytes_paths(tmp: Path) -> list[str]:
+    import numpy as np
+    from bad_inputs import features
+
+    return features(tmp, gallery_paths=np.array([b"cam2/0000/0001.jpg", b"cam2/\xff\xfe/0001.jpg",
+                                                 b"cam2/0002/0001.jpg", b"cam2/0003/0001.jpg"]))
+
+
+def run_with_metrics(tmp: Path, text: str) -> list[str]:
+    run = tmp / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text(text)
+    return ["evaluate", "--run-dir", str(run), "--out", str(tmp / "out.json")]
+
+
+def metrics_malformed(tmp: Path) -> list[str]:
+    return run_with_metrics(tmp, '{"run": {"variant": "idkl"}, "results": [')
+
+
+def metrics_stub(tmp: Path) -> list[str]:
+    return run_with_metrics(tmp, '{"run": {}, "results": []}')
+
+
+def optuna_corrupt_sqlite(tmp: Path) -> list[str]:
+    db = tmp / "optuna.db"
+    db.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    return ["tune", "--set", f"tune.storage=sqlite:///{db}", "--out-dir", str(tmp / "tune"),
+            "--best-params", str(tmp / "best.yaml"), *tiny_sets(tmp)]
+
+
+def optuna_journal_garbage(tmp: Path) -> list[str]:
+    journal = tmp / "journal.log"
+    journal.write_text('{"op_code": 0, "worker_id": "x", "study_name": "s", "directions": [1]}\nthis is garbage\n')
+    return ["tune", "--set", f"tune.storage={journal}", "--out-dir", str(tmp / "tune"),
+            "--best-params", str(tmp / "best.yaml"), *tiny_sets(tmp)]
+
+
 FAULTS = [
     Fault("image cache overwritten in place (same size)", cache_overwritten, "content differs from the digests",
           written="run/metrics.json"),
@@ -137,6 +262,28 @@ FAULTS = [
     Fault("PNG header claiming 12000 x 12000 pixels", image_bomb, "max-image-pixels", written="manifest.csv"),
     Fault("`data synth` over a folder holding a foreign file", synth_over_foreign_file, "notes.txt",
           kept="sysu/notes.txt"),
+    Fault("YAML alias bomb in an experiment overlay", alias_bomb_overlay, "YAML aliases (*a) are not allowed",
+          written="run"),
+    Fault("YAML alias bomb in a params file (tune.overrides)", alias_bomb_tune_overrides,
+          "YAML aliases (*a) are not allowed", written="best.yaml"),
+    Fault("YAML nested 5000 levels deep in --set", deep_nesting, "--set train.milestones: nested deeper than 64",
+          written="run"),
+    Fault("params file that is not UTF-8", params_not_utf8, "params.yaml: not UTF-8 text", written="run"),
+    Fault("a 100 000-character value in --set", huge_value, "(100002 characters)", written="run"),
+    Fault("features .npz whose header claims 10^12 rows", npz_huge_header, "'query_feats' alone 30517578 MiB",
+          written="out.json"),
+    Fault(".npy (not .npz) whose header claims 10^12 rows", npy_not_npz_huge, "found a single array"),
+    Fault("features .npz expanding past the memory bound", npz_over_limit, "over the limit of 3 MiB",
+          written="out.json"),
+    Fault("features .npz with non-UTF-8 byte paths", npz_bytes_paths, "'gallery_paths' row 1 is not UTF-8",
+          written="out.json"),
+    Fault("malformed metrics.json given to evaluate", metrics_malformed, "metrics.json: not valid JSON",
+          written="out.json"),
+    Fault("stub metrics.json given to evaluate", metrics_stub, "holds no test results", written="out.json"),
+    Fault("corrupt Optuna SQLite file", optuna_corrupt_sqlite, "cannot open the Optuna storage",
+          written="best.yaml"),
+    Fault("garbage line in an Optuna journal file", optuna_journal_garbage, "journal.log",
+          written="best.yaml"),
 ]
 
 

@@ -91,3 +91,60 @@ def test_synth_regenerates_a_folder_holding_only_its_own_files(tmp_path):
     code, out, err = main_inprocess(["data", "synth", "--layout", "sysu", "--out", str(root), "--ids", "8",
                                      "--images-per-cam", "1", "--height", "32", "--width", "16", "--seed", "3"])
     assert code == 0 and "wrote" in out, err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, monkeypatch):
+    import vireid.harness.runner as runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_training", interrupted)
+    code, _, err = main_inprocess(["train", "--run-dir", str(tmp_path / "run")])
+    assert code == 130
+    assert err.strip().count("\n") == 0 and "interrupted" in err and "--resume" in err
+
+
+def test_genuine_bugs_keep_their_traceback(tmp_path, monkeypatch):
+    """A torch shape mismatch (RuntimeError) is not a user error: it is raised, not hidden."""
+    import vireid.harness.runner as runner
+
+    def broken(params, num_classes):
+        import torch
+
+        return torch.nn.Linear(3, 4)(torch.zeros(2, 5))  # RuntimeError: shapes cannot be multiplied
+
+    monkeypatch.setattr(runner, "build_method", broken)
+    sets = prepared(tmp_path)
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        main_inprocess(["train", "--data", "synth-sysu", "--run-dir", str(tmp_path / "run"), *sets])
+
+
+def test_user_error_classes():
+    from vireid.datasets.errors import DatasetError
+    from vireid.harness.cli import is_user_error
+    from vireid.harness.schema import ConfigError
+
+    assert is_user_error(ConfigError("x")) and is_user_error(DatasetError("x"))
+    assert is_user_error(OSError(28, "No space left on device"))
+    assert not is_user_error(RuntimeError("x")) and not is_user_error(ValueError("x"))
+    assert not is_user_error(KeyError("x"))
+
+
+def test_mlflow_store_failure_mid_run_is_one_line(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    def disk_full(*args, **kwargs):
+        raise MlflowException("(sqlite3.OperationalError) database or disk is full")
+
+    monkeypatch.setattr(mlflow, "log_metrics", disk_full)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = prepared(tmp_path)
+    code, _, err = main_inprocess(["train", "--data", "synth-sysu", "--run-dir", str(tmp_path / "run"), *sets,
+                                   "--set", "tracking.enabled=true", "--set", f"tracking.uri={uri}"])
+    assert code == 2, err
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.startswith("error:")][-1]
+    assert f"MLflow tracking store '{uri}' failed while logging (MlflowException" in message
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # what was written is intact

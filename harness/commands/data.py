@@ -8,7 +8,7 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from vireid.harness.commands.common import add_params_args
+    from vireid.harness.commands.common import add_params_args, bounded_int
 
     p = subparsers.add_parser("data", help="dataset tools: check, synth, prepare, contact-sheet",
                               description="Validate datasets, write manifests, generate synthetic data and "
@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--out", default=None, metavar="FILE",
                        help="manifest file, .parquet or .csv (default: <root>/manifest.parquet)")
     check.add_argument("--split", type=int, default=1, help="RegDB trial 1..10 (default 1)")
-    check.add_argument("--workers", type=int, default=2, help="threads decoding images (default 2)")
-    check.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+    check.add_argument("--workers", type=bounded_int(1, 1024), default=2, help="threads decoding images (default 2)")
+    check.add_argument("--max-image-pixels", type=bounded_int(1, 2**62), default=None, metavar="N",
                        help="refuse images of more pixels before decoding them (default 25000000)")
     check.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     check.set_defaults(handler=run_check)

@@ -30,6 +30,30 @@ def summary_of(results: list[dict]) -> dict:
     return out
 
 
+def read_trained(path: Path) -> dict:
+    """A run's metrics.json as `vireid train` writes it; a clear error for anything else."""
+    from vireid.harness.cli import UserError
+
+    if not path.is_file():
+        raise UserError(f"{path}: no metrics.json; train the run first (vireid train)")
+    try:
+        trained = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    results = trained.get("results") if isinstance(trained, dict) else None
+    if not isinstance(trained, dict) or not isinstance(trained.get("run"), dict) or not isinstance(results, list):
+        raise UserError(f"{path}: expected a mapping with 'run' (a mapping) and 'results' (a list), as "
+                        "`vireid train` writes")
+    if not results:
+        raise UserError(f"{path}: holds no test results (a stub or interrupted run); train the run again")
+    for i, res in enumerate(results):
+        if not isinstance(res, dict) or not isinstance(res.get("protocol"), str):
+            raise UserError(f"{path}: results[{i}] has no 'protocol' name")
+    return trained
+
+
 def run(args: argparse.Namespace) -> int:
     from vireid.harness.evaluation.features_file import load_features
     from vireid.harness.io import atomic_write_json, atomic_write_text
@@ -37,12 +61,9 @@ def run(args: argparse.Namespace) -> int:
 
     params = resolve(args)
     run_dir = Path(args.run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path}: no metrics.json; train the run first (vireid train)")
-    trained = json.loads(metrics_path.read_text())
-    arrays = load_features(run_dir / "features.npz")
-    stamp = trained["results"][0] if trained["results"] else {}
+    trained = read_trained(run_dir / "metrics.json")
+    arrays = load_features(run_dir / "features.npz", max_bytes=params.eval.max_features_mib << 20)
+    stamp = trained["results"][0]
     protocols = list(dict.fromkeys(r["protocol"] for r in trained["results"]))
     results = []
     for rerank in params.eval.rerank_modes:

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vireid.harness.report import ReportError
     from vireid.harness.report.render import DEFAULT_PUBLISHED, build_report
 
     published = None if args.no_published else (args.published or DEFAULT_PUBLISHED)
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         if not Path(args.published).is_file():
-            raise ValueError(f"published-results file not found: {args.published}")
+            raise ReportError(f"published-results file not found: {args.published}")
     written = build_report(args.runs, args.out, storage=args.storage, study=args.study,
                            best_params=args.best_params, published_csv=published)
     print(f"wrote {written['markdown']}")
