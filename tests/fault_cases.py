@@ -254,6 +254,108 @@ def optuna_journal_garbage(tmp: Path) -> list[str]:
             "--best-params", str(tmp / "best.yaml"), *tiny_sets(tmp)]
 
 
+# --- checks before the first expensive step ----------------------------------------------------
+def train_args(tmp: Path, *sets: str) -> list[str]:
+    return ["train", *[a for item in sets for a in ("--set", item)], "--run-dir", str(tmp / "run")]
+
+
+def unknown_eval_protocol(tmp: Path) -> list[str]:
+    return train_args(tmp, "eval.protocols=[sysu/all/singel]")
+
+
+def eval_trial_out_of_range(tmp: Path) -> list[str]:
+    return train_args(tmp, "eval.trials=[0, 12]")
+
+
+def perm_too_few_trials(tmp: Path) -> list[str]:
+    from vireid.datasets.sysu_perm import read_rand_perm_cam, write_rand_perm_cam
+
+    root = synth_tree(tmp)
+    path = root / "exp" / "rand_perm_cam.mat"
+    perm = read_rand_perm_cam(path)
+    test_pid = int((root / "exp" / "test_id.txt").read_text().split(",")[0])
+    perm[1][test_pid - 1] = perm[1][test_pid - 1][:9]  # one person, one camera: 9 of 10 trial rows
+    write_rand_perm_cam(path, perm)
+    return check_args(root)
+
+
+def tune_args(tmp: Path, *extra: str) -> list[str]:
+    return ["tune", "--out-dir", str(tmp / "tune"), "--best-params", str(tmp / "best.yaml"),
+            "--set", f"tune.storage=sqlite:///{tmp / 'optuna.db'}", *extra]
+
+
+def tune_unknown_experiment(tmp: Path) -> list[str]:
+    return tune_args(tmp, "--set", "tune.experiment=idkl-typo")
+
+
+def tune_bad_search_key(tmp: Path) -> list[str]:
+    return tune_args(tmp, "--set", "tune.search_space={loss.ip.wieght: {type: float, low: 0.1, high: 1.0}}")
+
+
+def tune_zero_trials(tmp: Path) -> list[str]:
+    return tune_args(tmp, "--n-trials", "0")
+
+
+def tune_negative_jobs(tmp: Path) -> list[str]:
+    return tune_args(tmp, "--jobs", "-1")
+
+
+def variant_not_identifier(tmp: Path) -> list[str]:
+    return train_args(tmp, 'study.variants=["idkl; rm -rf ~"]')
+
+
+def report_run(tmp: Path, change: Callable[[dict], None]) -> list[str]:
+    import json
+
+    sys_path_fixtures()
+    from report_make_runs import make_runs
+
+    paths = make_runs(tmp / "runs", datasets=["synth-sysu"], seeds=[0])
+    data = json.loads(paths[0].read_text())
+    change(data["results"][0])
+    paths[0].write_text(json.dumps(data))
+    return ["report", "--runs", str(tmp / "runs"), "--out", str(tmp / "report"), "--no-published"]
+
+
+def sys_path_fixtures() -> None:
+    import importlib.util
+    import sys
+
+    if "report_make_runs" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("report_make_runs",
+                                                      REPO / "tests" / "fixtures" / "report" / "make_runs.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["report_make_runs"] = module
+        spec.loader.exec_module(module)
+
+
+def report_unknown_protocol(tmp: Path) -> list[str]:
+    return report_run(tmp, lambda res: res.update(protocol="sysu/everything"))
+
+
+def report_percentage_out_of_range(tmp: Path) -> list[str]:
+    return report_run(tmp, lambda res: res.update(mAP=153.2))
+
+
+def thread_count_too_large(tmp: Path) -> list[str]:
+    return train_args(tmp, "train.threads=100000000000000000000")
+
+
+def image_size_too_large(tmp: Path) -> list[str]:
+    return train_args(tmp, "data.image_height=1000000000")
+
+
+def workers_too_large(tmp: Path) -> list[str]:
+    root = synth_tree(tmp)
+    return check_args(root) + ["--workers", "100000000000000000000"]
+
+
+def non_ascii_person_folder(tmp: Path) -> list[str]:
+    root = synth_tree(tmp)
+    (root / "cam1" / "0001").rename(root / "cam1" / "\u0660\u0660\u0660\u0661")  # Arabic-Indic 0001
+    return check_args(root)
+
+
 FAULTS = [
     Fault("image cache overwritten in place (same size)", cache_overwritten, "content differs from the digests",
           written="run/metrics.json"),
@@ -284,6 +386,32 @@ FAULTS = [
           written="best.yaml"),
     Fault("garbage line in an Optuna journal file", optuna_journal_garbage, "journal.log",
           written="best.yaml"),
+    Fault("unknown name in eval.protocols (checked before training)", unknown_eval_protocol,
+          "eval.protocols: unknown protocol 'sysu/all/singel'", written="run"),
+    Fault("eval.trials out of range (checked before training)", eval_trial_out_of_range,
+          "eval.trials: sysu/all/single: trials must be in 0..9, got [12]", written="run"),
+    Fault("permutation file with 9 trial rows for one person", perm_too_few_trials, "has 9 trial row(s)",
+          written="manifest.csv"),
+    Fault("unknown tune.experiment (checked before trials)", tune_unknown_experiment, "idkl-typo",
+          written="tune"),
+    Fault("search-space key that is not a parameter (checked before trials)", tune_bad_search_key,
+          "loss.ip.wieght", written="tune"),
+    Fault("tune --n-trials 0", tune_zero_trials, "--n-trials: expected a number >= 1, got 0", written="tune"),
+    Fault("tune --jobs -1", tune_negative_jobs, "--jobs: expected a number >= 1, got -1", written="tune"),
+    Fault("variant name that is not an identifier", variant_not_identifier, "study.variants: 'idkl; rm -rf ~'",
+          written="run"),
+    Fault("report given an unknown protocol", report_unknown_protocol, "unknown protocol 'sysu/everything'",
+          written="report/report.md"),
+    Fault("report given a percentage outside 0..100", report_percentage_out_of_range,
+          "'results[0].mAP' should be a percentage in 0..100, got 153.2", written="report/report.md"),
+    Fault("thread count of 10^20", thread_count_too_large, "train.threads: expected a value <= 4096",
+          written="run"),
+    Fault("image size of 10^9", image_size_too_large, "data.image_height: expected a value <= 4096",
+          written="run"),
+    Fault("decoding threads of 10^20 (`data check --workers`)", workers_too_large,
+          "argument --workers: expected 1..1024", written="manifest.csv"),
+    Fault("non-ASCII digits in a person folder", non_ascii_person_folder, "(ASCII digits 0-9)",
+          written="manifest.csv"),
 ]
 
 

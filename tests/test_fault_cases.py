@@ -148,3 +148,107 @@ def test_mlflow_store_failure_mid_run_is_one_line(tmp_path, monkeypatch):
     message = [line for line in err.splitlines() if line.startswith("error:")][-1]
     assert f"MLflow tracking store '{uri}' failed while logging (MlflowException" in message
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # what was written is intact
+
+
+def test_set_accepts_numbers_as_users_write_them():
+    from vireid.harness.config import load_params
+
+    params = load_params(overrides=["train.lr=1e-3", "train.weight_decay=5E-4", "train.grad_clip=+2e1"])
+    assert params.train.lr == 0.001 and params.train.weight_decay == 0.0005 and params.train.grad_clip == 20.0
+    assert load_params(overrides=["experiment.description=1e-3x"]).experiment.description == "1e-3x"
+
+
+def test_symlinks_outside_the_root_are_warned_about(tmp_path):
+    import shutil
+
+    root = synth_tree(tmp_path)
+    person = root / "cam1" / "0001"
+    elsewhere = tmp_path / "elsewhere" / "0001"
+    elsewhere.parent.mkdir()
+    shutil.move(person, elsewhere)
+    person.symlink_to(elsewhere, target_is_directory=True)
+    code, out, err = main_inprocess(["data", "check", "--dataset", "sysu", "--root", str(root),
+                                     "--out", str(tmp_path / "m.csv")])
+    assert code == 0, err
+    warning = next(line for line in out.splitlines() if line.startswith("warning:") and "outside" in line)
+    assert f"resolve outside the dataset root, e.g. cam1/0001/0001.jpg -> {elsewhere}/0001.jpg" in warning
+
+
+def test_report_cleanup_never_follows_a_symlinked_tables_folder(tmp_path):
+    import json
+
+    from fault_cases import sys_path_fixtures
+
+    sys_path_fixtures()
+    from report_make_runs import make_runs
+
+    make_runs(tmp_path / "runs", datasets=["synth-sysu"], seeds=[0])
+    out = tmp_path / "report"
+    args = ["report", "--runs", str(tmp_path / "runs"), "--out", str(out), "--no-published"]
+    assert main_inprocess(args)[0] == 0
+    from vireid.harness.report.render import MANIFEST, TABLES_DIR
+
+    listed = json.loads((out / MANIFEST).read_text())["files"]
+    outside = tmp_path / "precious"
+    (out / TABLES_DIR).rename(outside)
+    (out / TABLES_DIR).symlink_to(outside, target_is_directory=True)
+    # The next build lists no such table: a clean-up through the link would delete it.
+    (out / MANIFEST).write_text(json.dumps({"files": listed + [TABLES_DIR + "/old_table.csv"]}))
+    (outside / "old_table.csv").write_text("mine\n")
+    assert main_inprocess(args)[0] == 0
+    assert (outside / "old_table.csv").read_text() == "mine\n"
+
+
+def test_full_disk_during_checkpoint_names_the_file_and_the_disk(tmp_path):
+    import resource
+    import signal
+
+    import torch
+
+    from vireid.harness.checkpoint import CheckpointError, save_checkpoint
+
+    path = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint(path, {"w": torch.zeros(10)})
+    before = path.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, hard))  # writes past 64 KiB fail with EFBIG
+    try:
+        with pytest.raises(CheckpointError) as info:
+            save_checkpoint(path, {"w": torch.zeros(1 << 18)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    message = str(info.value)
+    assert message.startswith(f"{path}: could not write the checkpoint") and "MiB free on the file system" in message
+    assert path.read_bytes() == before  # the previous checkpoint is intact
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_temp_files_of_killed_writers_are_removed_on_the_next_start(tmp_path):
+    from vireid.harness.io import atomic_path, remove_stale_temps
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    names, writers = [], []
+    for suffix in ("", ".npz", ".npy.tmp", ".parquet"):  # as the writers name them
+        writers.append(atomic_path(folder / f"out{suffix or '.json'}", suffix=suffix))
+        tmp = writers[-1].__enter__()  # a writer killed here (SIGKILL) never reaches its clean-up
+        tmp.write_bytes(b"half")
+        names.append(tmp.name)
+    (folder / ".keep.me").write_text("not ours")
+    (folder / "metrics.json").write_text("{}")
+    removed = remove_stale_temps(folder)
+    assert sorted(p.name for p in removed) == sorted(names)
+    assert sorted(p.name for p in folder.iterdir()) == [".keep.me", "metrics.json"]
+
+
+def test_prepare_removes_stale_temp_files(tmp_path):
+    sets = prepared(tmp_path)
+    stale = [tmp_path / "prepared" / ".manifest.parquet.abcd1234.tmp.parquet",
+             tmp_path / "prepared" / "cache" / ".x_32x16.npy.k9_w0q1z.npy.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    code, _, err = main_inprocess(["data", "prepare", "--data", "synth-sysu", *sets])
+    assert code == 0, err
+    assert not any(p.exists() for p in stale)
