@@ -18,6 +18,7 @@ import yaml
 from vireid.harness.config import Params, REPO_ROOT, TuneConfig, load_params
 from vireid.harness.io import atomic_write_text
 from vireid.harness.schema import ConfigError
+from vireid.harness.tracking import store_errors
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 
@@ -195,7 +196,8 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
     n_trials = cfg.n_trials if n_trials is None else n_trials
     jobs = cfg.jobs if jobs is None else jobs
     study = load_study(cfg, name)
-    parent = ensure_parent_run(study, params)
+    with store_errors(params.tracking.uri):
+        parent = ensure_parent_run(study, params)
     args = (params_path, list(overrides), name, n_trials, cfg.timeout, str(out_dir), parent, dataset)
     if jobs == 1:
         worker(*args, progress=progress)
@@ -213,7 +215,8 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
     summary = summarize(study)
     if best_params_path:
         write_best_params(summary, best_params_path)
-    close_parent_run(params, parent, summary)
+    with store_errors(params.tracking.uri):
+        close_parent_run(params, parent, summary)
     return summary
 
 
