@@ -54,7 +54,8 @@ def pixel_limit(n: int | None):
 def _check_header(im) -> str | None:
     """Why ``im`` (opened, not decoded) must not be decoded, or None."""
     if im.width * im.height > _limit[0]:
-        return (f"{im.width}x{im.height} (width x height) = {im.width * im.height} pixels, over the limit of {_limit[0]} "
+        return (f"{im.width}x{im.height} (width x height) = {im.width * im.height} pixels, over the limit of "
+                f"{_limit[0]} "
                 "(raise data.max_image_pixels / --max-image-pixels to read it)")
     if im.mode in REFUSED_MODES:
         return (f"{REFUSED_MODES[im.mode]} pixels (PIL mode {im.mode}) are not supported; expected 8- or "
