@@ -113,6 +113,13 @@ def read_layout(dataset: str, root, split: int = 1) -> Layout:
     return Layout(records, layout.index_files, layout.warnings)
 
 
+def outside_root(root: Path, paths: list[str]) -> list[str]:
+    """The relative ``paths`` whose real location (symlinks followed) is not under ``root``."""
+    base = os.path.realpath(root)
+    prefix = base.rstrip(os.sep) + os.sep
+    return [p for p in paths if not os.path.realpath(os.path.join(base, p)).startswith(prefix)]
+
+
 def build_manifest(dataset: str, root, split: int = 1, workers: int = 2, progress: bool = False,
                    layout: Layout | None = None) -> Manifest:
     """Read, validate and fingerprint the dataset at ``root``; raise :class:`DatasetError` on
@@ -130,6 +137,12 @@ def build_manifest(dataset: str, root, split: int = 1, workers: int = 2, progres
         data = (root / rel).read_bytes()
         files.append((rel, len(data), hashlib.sha256(data).hexdigest()))
     messages = list(layout.warnings)
+    outside = outside_root(root, list(records["path"]))
+    if outside:
+        first = outside[0]
+        messages.append(f"{len(outside)} image(s) are symlinks (or under symlinked folders) that resolve outside "
+                        f"the dataset root, e.g. {first} -> {os.path.realpath(root / first)}; they are read, "
+                        "but the manifest fingerprint covers their content, not where they live")
     single = one_modality_ids(records)
     if single:
         messages.append(f"{len(single)} identit{'y' if len(single) == 1 else 'ies'} with images in one modality "

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vireid.datasets.cache import ImageCache, build_cache, cache_path, open_cache, remove_stale_caches
+from vireid.datasets.cache import ImageCache, build_cache, cache_path, open_cache, remove_stale_caches, verify_cache
 from vireid.datasets.errors import DatasetError
 from vireid.datasets.manifest import Manifest, build_manifest, read_layout, read_manifest, stat_digest, write_manifest
 
@@ -65,9 +65,15 @@ def prepare(dataset: str, root, prepared_dir, size=(384, 144), synth: dict[str, 
     generated = None
     if synth is not None:
         generated = ensure_synthetic(root, dataset, SynthSettings.from_dict(synth), workers=workers)
+    from vireid.harness.io import remove_stale_temps
+
+    for folder in (prepared, prepared / "cache"):
+        remove_stale_temps(folder)  # left by a prepare killed with SIGKILL
     manifest, manifest_reused = _current_manifest(dataset, root, prepared, int(split), workers, progress)
     cache_file = cache_path(prepared, manifest.fingerprint, size)
-    cache_reused = cache_file.is_file()
+    # A cache is reused only when its content matches the digests written when it was built.
+    cache_problem = verify_cache(cache_file) if cache_file.is_file() else None
+    cache_reused = cache_file.is_file() and cache_problem is None
     if not cache_reused:
         build_cache(prepared, manifest, size, workers=workers, progress=progress)
     removed = remove_stale_caches(prepared, manifest.fingerprint)
@@ -76,7 +82,8 @@ def prepare(dataset: str, root, prepared_dir, size=(384, 144), synth: dict[str, 
         "manifest": str(prepared / MANIFEST_NAME), "cache": str(cache_file), "size": list(size),
         "fingerprint": manifest.fingerprint, "images": len(manifest.records), "counts": manifest.counts,
         "warnings": manifest.warnings, "generated": generated, "manifest_reused": manifest_reused,
-        "cache_reused": cache_reused, "stale_caches_removed": [str(p) for p in removed],
+        "cache_reused": cache_reused,
+        "cache_rebuilt_because": cache_problem, "stale_caches_removed": [str(p) for p in removed],
         "seconds": round(time.perf_counter() - started, 3),
     }
 

@@ -8,7 +8,10 @@ The drawing itself is in :mod:`vireid.datasets.synth_render`.
 Everything derives from ``settings.seed``: identical settings give byte-identical files.
 A ``synth.json`` stamp in the root records the settings; a root whose stamp matches is
 left alone, a root stamped with other settings is regenerated, and a non-empty root
-without a stamp (real data, say) is never touched. The dataset is written to a temporary
+without a stamp (real data, say) is never touched. ``synth-files.txt`` lists every file the
+generator wrote; a stamped root that holds any other file (a manifest written by `data
+check`, notes, real images) is refused rather than replaced, so regeneration never deletes
+a file that is not the generator's own. The dataset is written to a temporary
 sibling folder and renamed into place, so a crash never leaves half a dataset.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ GENERATOR_VERSION = 2  # 2: latent identity code (cue_correlation), NIR vs therm
                        # formats (uint8 permutations with absent persons, 3-channel thermal BMPs, LLCM test
                        # copies by camera and idx/test_id.txt)
 STAMP = "synth.json"
+FILES = "synth-files.txt"  # every file the generator wrote, one relative path a line
 LAYOUTS = ("sysu", "regdb", "llcm")
 DEFAULT_TEST_FRACTION = {"sysu": 0.3, "regdb": 0.5, "llcm": 0.33}  # real: 96/491, 206/412, 351/1064
 DEFAULT_IR_MODEL = {"sysu": "nir", "regdb": "thermal", "llcm": "nir"}  # the real cameras' kind
@@ -285,8 +289,29 @@ def generate(layout: str, out, settings: SynthSettings, workers: int = 2) -> dic
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
         count = sum(pool.map(lambda job: _shoot(out, s, ids, job), jobs))
     _write_text(out / STAMP, json.dumps(s.stamp(layout), indent=2) + "\n")
+    _write_text(out / FILES, "\n".join(sorted(_files_under(out) | {FILES})) + "\n")
     return {"layout": layout, "root": str(out), "ids": s.n_ids, "images": count,
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _files_under(root: Path) -> set[str]:
+    """Relative paths of every non-directory entry under ``root`` (symlinks not followed)."""
+    out = set()
+    for folder, dirs, files in os.walk(root):
+        rel = Path(folder).relative_to(root)
+        out.update((rel / name).as_posix() for name in files)
+        out.update((rel / name).as_posix() for name in dirs if (Path(folder) / name).is_symlink())
+    return out
+
+
+def foreign_files(root) -> list[str]:
+    """Files under a stamped ``root`` that the generator did not write (sorted)."""
+    root = Path(root)
+    try:
+        own = set((root / FILES).read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        own = {STAMP}  # written before the file list existed: only the stamp is known to be ours
+    return sorted(_files_under(root) - own)
 
 
 def read_stamp(root) -> dict[str, Any] | None:
@@ -317,6 +342,12 @@ def ensure_synthetic(root, layout: str, settings: SynthSettings, workers: int = 
     if current is None and root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DatasetError(f"{root}: exists and was not written by the synthetic generator (no {STAMP}); "
                            "refusing to overwrite it: choose an empty or new folder")
+    others = foreign_files(root) if current is not None else []
+    if others:
+        shown = ", ".join(others[:3]) + (f" (and {len(others) - 3} more)" if len(others) > 3 else "")
+        raise DatasetError(f"{root}: holds {len(others)} file(s) the synthetic generator did not write "
+                           f"({shown}; own files are listed in {FILES}); refusing to regenerate over them: "
+                           "move them away or choose another folder")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
     umask = os.umask(0)

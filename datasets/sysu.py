@@ -33,6 +33,7 @@ ID_FILES = {"train": "exp/train_id.txt", "val": "exp/val_id.txt", "test": "exp/t
 PERM_FILE = "exp/rand_perm_cam.mat"
 PERM_SOURCE = ("the official SYSU-MM01 evaluation repository (github.com/wuancong/SYSU-MM01), "
                "evaluation/data_split/rand_perm_cam.mat")
+PERM_TRIALS = 10  # rows per person in the official file; the sysu/* protocols draw trials 0..9
 
 __all__ = ["read", "read_id_list", "image_path", "CAMERAS", "INFRARED_CAMERAS", "ID_FILES", "PERM_FILE", "PERM_SOURCE"]
 
@@ -69,12 +70,14 @@ def _scan_camera(root: Path, cam: int) -> list[tuple[int, int]]:
             continue
         if not person.is_dir():
             continue
-        if not (person.name.isdigit() and len(person.name) == 4):
-            raise DatasetError(f"{person}: expected person folders named by a 4-digit id in cam{cam}/")
+        if not (person.name.isascii() and person.name.isdigit() and len(person.name) == 4):
+            raise DatasetError(f"{person}: expected person folders named by a 4-digit id (ASCII digits 0-9) "
+                               f"in cam{cam}/")
         for image in sorted(person.iterdir()):
             if image.suffix.lower() != ".jpg" or image.name.startswith("."):
                 continue
-            if not (image.stem.isdigit() and len(image.stem) == 4 and image.suffix == ".jpg"):
+            if not (image.stem.isascii() and image.stem.isdigit() and len(image.stem) == 4
+                    and image.suffix == ".jpg"):
                 raise DatasetError(f"{image}: expected images named by a 4-digit number (e.g. 0001.jpg)")
             found.append((int(person.name), int(image.stem)))
     return found
@@ -102,6 +105,9 @@ def _check_permutation(root: Path, table: pd.DataFrame, test_ids: list[int]) -> 
                           f"it lacks {image_path(cam, pid, missing[0])}")
                 raise DatasetError(f"{where}: the permutation of test person {pid} in camera {cam} does not "
                                    f"match the images on disk ({detail})")
+            if arr.size and arr.shape[0] < PERM_TRIALS:
+                raise DatasetError(f"{where}: test person {pid} in camera {cam} has {arr.shape[0]} trial row(s); "
+                                   f"expected {PERM_TRIALS} (one gallery draw per trial of the protocols)")
             rows = np.sort(arr, axis=1) if arr.size else arr
             if arr.size and not np.all(rows == rows[:1]):
                 raise DatasetError(f"{where}: the trials of test person {pid} in camera {cam} are not "

@@ -8,6 +8,7 @@ wrong model is a clear error rather than a silent shape mismatch.
 """
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,30 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write `state` (plain tensors, numbers, strings, lists, dicts) atomically."""
     payload = dict(state, format_version=FORMAT_VERSION)
-    atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    try:
+        atomic_save(path, lambda tmp: torch.save(payload, tmp))
+    except (RuntimeError, OSError) as exc:  # torch reports a failed write as "unexpected pos ..." only
+        raise CheckpointError(f"{path}: could not write the checkpoint ({first_line(exc)}); "
+                              f"{disk_report(Path(path).parent)}; the previous checkpoint is intact") from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def disk_report(folder: Path) -> str:
+    """'N MiB free on the file system mounted at M' for the folder's disk."""
+    import shutil
+
+    mount = Path(os.path.realpath(folder))
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return f"the disk holding {folder} could not be queried"
+    return f"{free / 2**20:.0f} MiB free on the file system mounted at {mount} (full disk or file size limit?)"
 
 
 def load_checkpoint(path: str | Path, method: str | None = None, num_classes: int | None = None) -> dict[str, Any]:

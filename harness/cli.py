@@ -36,6 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(exc: BaseException) -> bool:
+    """The harness's own error types (any class defined in a `vireid.*` module: ConfigError,
+    DatasetError, CheckpointError, ...) and OS errors (missing file, permission, full disk).
+
+    Everything else (a torch RuntimeError from a shape mismatch, a KeyError in our code) is a
+    bug and keeps its traceback; library errors that users can cause are converted to
+    harness errors, naming the file, where they are raised.
+    """
+    if isinstance(exc, OSError):
+        return True
+    return any(cls.__module__.startswith("vireid.") for cls in type(exc).__mro__)
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 2000 else text[:2000] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     from vireid.harness.runtime import configure_environment
 
@@ -44,11 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
+    except KeyboardInterrupt:
+        # Checkpoints and outputs are written atomically: what exists is complete, and
+        # `vireid train --resume` continues from the last checkpoint.
+        print("interrupted (Ctrl-C); outputs written so far are complete; resume a run with --resume",
+              file=sys.stderr)
+        return 130
     # OSError covers missing files, permissions and a full disk (ENOSPC names the file);
     # atomic writes guarantee that what was written before is intact in every case.
-    except (UserError, ValueError, OSError, RuntimeError, FloatingPointError) as exc:
-        if getattr(args, "debug", False):
+    except Exception as exc:
+        if getattr(args, "debug", False) or not is_user_error(exc):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from vireid.harness.schema import ConfigError, build, flatten, to_dict
+from vireid.harness.schema import ConfigError, build, flatten, shown, to_dict
 
+# Names that become folder names and words of DVC shell commands.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
@@ -36,8 +39,8 @@ class SynthConfig:
     seed: int = 0
     n_ids: int = field(default=100, metadata={"ge": 4})
     images_per_cam: int = field(default=4, metadata={"ge": 1})
-    height: int = field(default=96, metadata={"ge": 8})
-    width: int = field(default=48, metadata={"ge": 4})
+    height: int = field(default=96, metadata={"ge": 8, "le": 4096})
+    width: int = field(default=48, metadata={"ge": 4, "le": 4096})
     difficulty: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
     cue_correlation: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
     ir_model: str | None = None  # nir | thermal; null: the layout's real kind (SYSU, LLCM nir; RegDB thermal)
@@ -52,9 +55,11 @@ class DataConfig:
     root: str = "data/synth-sysu"
     regdb_split: int = field(default=1, metadata={"ge": 1, "le": 10})
     prepared_dir: str = "data/prepared/synth-sysu"
-    image_height: int = field(default=64, metadata={"ge": 8})
-    image_width: int = field(default=32, metadata={"ge": 4})
-    cache_workers: int = field(default=2, metadata={"ge": 1})
+    image_height: int = field(default=64, metadata={"ge": 8, "le": 4096})
+    image_width: int = field(default=32, metadata={"ge": 4, "le": 4096})
+    cache_workers: int = field(default=2, metadata={"ge": 1, "le": 1024})
+    # Images whose header claims more pixels are refused before decoding (decompression bombs).
+    max_image_pixels: int = field(default=25_000_000, metadata={"ge": 1})
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -99,7 +104,7 @@ class TrainConfig:
     seed: int = 1
     deterministic: bool = False
     device: str = "auto"
-    threads: int | None = field(default=None, metadata={"ge": 1})
+    threads: int | None = field(default=None, metadata={"ge": 1, "le": 4096})
     steps_per_epoch: int | None = field(default=None, metadata={"ge": 1})
     val_fraction: float = field(default=0.2, metadata={"ge": 0.0, "lt": 1.0})
     val_every: int = field(default=2, metadata={"ge": 1})
@@ -133,6 +138,8 @@ class EvalConfig:
     rerank_params: RerankConfig = field(default_factory=RerankConfig)
     # The evaluate stage reports every protocol with and without re-ranking.
     rerank_modes: list[bool] = field(default_factory=lambda: [False, True])
+    # A features file whose arrays would take more memory is refused (decompression bound).
+    max_features_mib: int = field(default=1024, metadata={"ge": 1})
 
 
 @dataclass
@@ -226,6 +233,31 @@ class Params:
         if self.train.select == "best" and self.train.val_fraction == 0:
             raise ConfigError("train.select: 'best' needs validation identities; set train.val_fraction > 0 "
                               "or train.select: last")
+        self._check_protocols()
+        for key, names in (("study.variants", self.study.variants), ("study.datasets", self.study.datasets),
+                           ("study.tune_dataset", [self.study.tune_dataset]),
+                           ("experiment.name", [self.experiment.name])):
+            for name in names:
+                if not NAME_RE.fullmatch(name):
+                    raise ConfigError(f"{key}: {shown(name)} is not a valid name (letters, digits, '_', '-', "
+                                      "'.'; starting with a letter or digit): names go into DVC commands and paths")
+
+    def _check_protocols(self) -> None:
+        """eval.protocols / eval.trials, checked before training instead of after it."""
+        from vireid.harness.evaluation.protocols import ProtocolError, get_protocol
+
+        for name in self.protocols():
+            try:
+                protocol = get_protocol(name)
+            except ProtocolError as exc:
+                raise ConfigError(f"eval.protocols: {exc}") from None
+            if protocol.dataset != self.data.dataset:
+                raise ConfigError(f"eval.protocols: {name!r} is a {protocol.dataset} protocol but data.dataset is "
+                                  f"{self.data.dataset!r}")
+            try:
+                protocol.check_trials(self.eval.trials)
+            except ProtocolError as exc:
+                raise ConfigError(f"eval.trials: {exc}") from None
 
     def protocols(self) -> list[str]:
         return list(self.eval.protocols or DEFAULT_PROTOCOLS[self.data.dataset])
@@ -239,13 +271,12 @@ class Params:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Safe-load a YAML mapping; a clear error names the file when it is not one."""
+    from vireid.harness import yamlsafe
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = yamlsafe.load(yamlsafe.read_text(path), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -279,20 +310,25 @@ def list_experiments() -> list[str]:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
+    from vireid.harness import yamlsafe
+    from vireid.harness.schema import shown
+
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key.path=value")
+        raise ConfigError(f"--set {shown(text)}: expected key.path=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: expected key.path=value with a non-empty key path")
+        raise ConfigError(f"--set {shown(text)}: expected key.path=value with a non-empty key path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = yamlsafe.load(raw, f"--set {key}") if raw.strip() else ""
+    except yamlsafe.YAMLSyntaxError:
         value = raw
     return key.split("."), value
 
 
 def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set one key; a mapping value merges into the mapping already there (like an overlay),
+    so `--set 'train.augment={flip: false}'` keeps the other `augment` keys."""
     node = data
     for i, key in enumerate(keys[:-1]):
         child = node.get(key)
@@ -301,6 +337,8 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
         node = child
+    if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
+        value = deep_merge(node[keys[-1]], value)
     node[keys[-1]] = value
 
 

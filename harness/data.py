@@ -119,6 +119,7 @@ def extract_features(model: torch.nn.Module, data: PreparedData, indices: np.nda
 
 def prepare_from_params(data_cfg: Any) -> dict[str, Any]:
     """Map the `data` params block onto `vireid.datasets.prepare.prepare` (synthesise if asked)."""
+    from vireid.datasets.images import pixel_limit
     from vireid.datasets.prepare import prepare
 
     synth = data_cfg.synthetic
@@ -128,6 +129,7 @@ def prepare_from_params(data_cfg: Any) -> dict[str, Any]:
                       "image_size": (synth.height, synth.width), "difficulty": synth.difficulty,
                       "cue_correlation": synth.cue_correlation, "ir_model": synth.ir_model,
                       "test_fraction": synth.test_fraction}
-    return prepare(data_cfg.dataset, data_cfg.root, data_cfg.prepared_dir,
-                   (data_cfg.image_height, data_cfg.image_width), synth=synth_args,
-                   split=data_cfg.regdb_split, workers=data_cfg.cache_workers)
+    with pixel_limit(data_cfg.max_image_pixels):
+        return prepare(data_cfg.dataset, data_cfg.root, data_cfg.prepared_dir,
+                       (data_cfg.image_height, data_cfg.image_width), synth=synth_args,
+                       split=data_cfg.regdb_split, workers=data_cfg.cache_workers)

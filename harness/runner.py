@@ -18,8 +18,11 @@ import numpy as np
 import torch
 
 from vireid.harness import distributed as dist
+from vireid.harness.checkpoint import CheckpointError
+from vireid.harness.cli import is_user_error
 from vireid.harness.config import Params, dump_params
-from vireid.harness.io import atomic_save, atomic_write_json, atomic_write_text
+from vireid.harness.schema import ConfigError
+from vireid.harness.io import atomic_save, atomic_write_json, atomic_write_text, remove_stale_temps
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -43,16 +46,19 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {name!r} requested but CUDA is not available")
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
     return device
 
 
 def build_method(params: Params, num_classes: int) -> torch.nn.Module:
     from vireid.methods import build_model
 
-    return build_model(params.model.method, num_classes=num_classes, backbone=params.model.backbone,
-                       weights=params.model.weights, last_stride=params.model.last_stride,
-                       loss=params.loss, options=params.model.options)
+    try:
+        return build_model(params.model.method, num_classes=num_classes, backbone=params.model.backbone,
+                           weights=params.model.weights, last_stride=params.model.last_stride,
+                           loss=params.loss, options=params.model.options)
+    except ValueError as exc:  # the methods' own checks of the model settings (weights file, ...)
+        raise ConfigError(f"model: {exc}") from None
 
 
 def query_gallery_indices(records, split: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -138,9 +144,12 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
 
     data = load_prepared(params.data)
     train_idx, val_idx = split_identities(data.records, cfg.val_fraction)
-    sampler = ModalityBalancedIdentitySampler(
-        data.records["pid"].to_numpy()[train_idx], data.modality_codes[train_idx], p=cfg.p, k=cfg.k,
-        seed=cfg.seed, rank=rank, world_size=world)
+    try:
+        sampler = ModalityBalancedIdentitySampler(
+            data.records["pid"].to_numpy()[train_idx], data.modality_codes[train_idx], p=cfg.p, k=cfg.k,
+            seed=cfg.seed, rank=rank, world_size=world)
+    except ValueError as exc:  # e.g. fewer identities with both modalities than train.p
+        raise ConfigError(f"train.p / train.k on {params.data.prepared_dir}: {exc}") from None
     generator = torch.Generator(device=device).manual_seed(cfg.seed + 7919 * rank)
     size = (params.data.image_height, params.data.image_width)
     aug = cfg.augment
@@ -178,21 +187,32 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     trainer = Trainer(model, core, optimizer, scheduler, batches, cfg.epochs, device, hooks, amp_dtype,
                       cfg.grad_clip, generator, cfg.steps_per_epoch, meta, report=report)
     if resume and (run_dir / CHECKPOINT).is_file():
-        trainer.resume(run_dir / CHECKPOINT)
+        try:
+            trainer.resume(run_dir / CHECKPOINT)
+        except (ValueError, RuntimeError, KeyError) as exc:  # a checkpoint of other settings
+            if is_user_error(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise CheckpointError(f"{run_dir / CHECKPOINT}: does not fit this run's settings "
+                                  f"({type(exc).__name__}: {first[:300]})") from None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run_dir)  # left by a run killed with SIGKILL
         dump_params(params, run_dir / "params.yaml")
 
     mlflow_run = contextlib.nullcontext()
+    store_errors = tracking.store_errors(params.tracking.uri) if use_mlflow else contextlib.nullcontext()
     if use_mlflow:
         import mlflow
 
         tags = tracking.run_tags(params, extra_tags)
         if mlflow_parent:
             tags["mlflow.parentRunId"] = mlflow_parent
-        mlflow_run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or run_dir.name, tags=tags)
+        with tracking.store_errors(params.tracking.uri):
+            mlflow_run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or run_dir.name,
+                                          tags=tags)
     started = time.perf_counter()
-    with mlflow_run as active:
+    with store_errors, mlflow_run as active:
         if use_mlflow:
             tracking.log_params_flat(params.flat())
         trainer.train()

@@ -16,6 +16,15 @@ class ConfigError(ValueError):
     """A parameter is unknown, of the wrong type or out of range."""
 
 
+SHOWN_CHARS = 80
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to SHOWN_CHARS: a message names a value, it never embeds a huge one."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
@@ -51,24 +60,24 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
                 return _convert(value, arg, path)
             except ConfigError as exc:
                 errors.append(exc)
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
     if origin is Literal:
         if value not in get_args(tp):
-            raise ConfigError(f"{path}: expected one of {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected one of {_type_name(tp)}, got {shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping ({tp.__name__}), got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping ({tp.__name__}), got {shown(value)}")
         return build(tp, value, path)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
         (item_tp, *_rest) = get_args(tp) or (Any,)
         items = [_convert(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{path}: expected {_type_name(tp)}, got {shown(value)}")
         key_tp, value_tp = get_args(tp)
         return {
             _convert(k, key_tp, f"{path}.{k}"): _convert(v, value_tp, f"{path}.{k}")
@@ -77,19 +86,19 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{path}: expected bool (true/false), got {value!r}")
+        raise ConfigError(f"{path}: expected bool (true/false), got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{path}: expected int, got {value!r}")
+        raise ConfigError(f"{path}: expected int, got {shown(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{path}: expected float, got {value!r}")
+        raise ConfigError(f"{path}: expected float, got {shown(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{path}: expected str, got {value!r}")
+        raise ConfigError(f"{path}: expected str, got {shown(value)}")
     raise ConfigError(f"{path}: unsupported type {tp!r}")  # a programming error in a schema
 
 
@@ -103,14 +112,14 @@ def _check_range(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
         ("lt", lambda v, b: v < b, "<"),
     ):
         if key in meta and not test(value, meta[key]):
-            raise ConfigError(f"{path}: expected a value {words} {meta[key]}, got {value!r}")
+            raise ConfigError(f"{path}: expected a value {words} {meta[key]}, got {shown(value)}")
 
 
 def build(cls: type, data: dict[str, Any] | None, path: str = "") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys, wrong types, bad ranges raise."""
     data = data or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{path or '<root>'}: expected a mapping, got {shown(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

@@ -7,6 +7,7 @@ hour of training.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -61,6 +62,26 @@ def connect(uri: str | None, experiment: str) -> str:
             f"{str(exc).splitlines()[0] if str(exc) else exc}). Start the server, fix MLFLOW_TRACKING_URI, "
             "or set tracking.enabled=false."
         ) from None
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    return any(cls.__module__.split(".")[0] in ("mlflow", "sqlalchemy", "sqlite3") for cls in type(exc).__mro__)
+
+
+@contextlib.contextmanager
+def store_errors(uri: str | None):
+    """Turn an MLflow store failure mid-run (its disk full, the database locked or corrupt)
+    into a TrackingError naming the store; other exceptions pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TrackingError(f"MLflow tracking store {resolve_uri(uri)!r} failed while logging "
+                            f"({type(exc).__name__}: {first[:300]}); outputs written so far are complete; "
+                            "free the store's disk or set tracking.enabled=false, then resume with --resume"
+                            ) from None
 
 
 def run_tags(params: Any, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -34,7 +34,9 @@ def build_optimizer(params: Iterable[nn.Parameter] | list[dict[str, Any]], name:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=True)
-    raise ValueError(f"train.optimizer: expected adam or sgd, got {name!r}")
+    from vireid.harness.schema import ConfigError
+
+    raise ConfigError(f"train.optimizer: expected adam or sgd, got {name!r}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, milestones: list[int], gamma: float,

@@ -15,10 +15,16 @@ from typing import Any
 
 import yaml
 
-from vireid.harness.config import Params, REPO_ROOT, TuneConfig, load_params
+from vireid.harness.config import Params, TuneConfig, load_params
 from vireid.harness.io import atomic_write_text
+from vireid.harness.schema import ConfigError
+from vireid.harness.tracking import store_errors
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+
+
+class TuningError(RuntimeError):
+    """A tuning worker process failed (its own output says why)."""
 
 
 def make_storage(url: str):
@@ -43,8 +49,15 @@ def load_study(cfg: TuneConfig, study_name: str | None = None):
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(cfg.n_startup_trials, 1))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
               if cfg.pruner == "median" else optuna.pruners.NopPruner())
-    return optuna.create_study(study_name=study_name or cfg.study_name, storage=make_storage(cfg.storage),
-                               sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True)
+    try:
+        return optuna.create_study(study_name=study_name or cfg.study_name, storage=make_storage(cfg.storage),
+                                   sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True)
+    except OSError:
+        raise
+    except Exception as exc:  # a corrupt SQLite file, a garbage journal line, an unreachable server
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"tune.storage {cfg.storage!r}: cannot open the Optuna storage "
+                          f"({type(exc).__name__}: {first}); fix or move the file away") from None
 
 
 def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
@@ -83,6 +96,28 @@ def ensure_parent_run(study, params: Params) -> str | None:
     return study.user_attrs.get(PARENT_RUN_ATTR, run.info.run_id)
 
 
+def trial_overrides(base: list[str], cfg: TuneConfig, values: dict[str, Any]) -> list[str]:
+    """A trial's `--set` list: the command's, then tune.overrides, then the sampled values."""
+    fixed = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in cfg.overrides.items()]
+    return list(base) + fixed + as_overrides(values)
+
+
+def preflight(params_path: str | None, overrides: list[str], cfg: TuneConfig, dataset: str | None) -> None:
+    """Resolve one trial's parameters (every search-space key at its low end / first choice)
+    before any trial starts: a typo in tune.experiment, tune.overrides or a search-space key
+    fails here once, instead of failing every trial while the study exits 0."""
+    if not cfg.search_space:
+        raise ConfigError("tune.search_space: expected at least one parameter to tune")
+    values = {key: (spec.choices[0] if spec.type == "categorical" else
+                    int(spec.low) if spec.type == "int" else float(spec.low))
+              for key, spec in cfg.search_space.items()}
+    try:
+        load_params(params_path, cfg.experiment, trial_overrides(overrides, cfg, values), dataset)
+    except ConfigError as exc:
+        raise ConfigError(f"tune: a trial's parameters do not resolve (tune.experiment {cfg.experiment!r}, "
+                          f"tune.overrides, tune.search_space): {exc}") from None
+
+
 class Objective:
     """Train one trial's configuration; report validation per epoch; return the best value."""
 
@@ -103,8 +138,7 @@ class Objective:
         base = load_params(self.params_path, None, self.base_overrides, self.dataset)
         cfg = base.tune
         values = suggest(trial, cfg.search_space)
-        tune_overrides = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in cfg.overrides.items()]
-        overrides = self.base_overrides + tune_overrides + as_overrides(values)
+        overrides = trial_overrides(self.base_overrides, cfg, values)
         params = load_params(self.params_path, cfg.experiment, overrides, self.dataset)
         trial.set_user_attr("overrides", overrides)
 
@@ -120,7 +154,7 @@ class Objective:
                                            "optuna_trial": str(trial.number)})
         best = metrics["run"]["best_validation"]
         if not best or not math.isfinite(best["value"]):
-            raise RuntimeError("trial produced no validation result (set train.val_fraction > 0)")
+            raise ConfigError("trial produced no validation result (set train.val_fraction > 0)")
         return float(best["value"])
 
 
@@ -152,15 +186,18 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
 
     `dataset` names an `experiments/data/<name>.yaml` overlay (None: params.yaml's data block).
     """
+    for flag, value in (("--n-trials", n_trials), ("--jobs", jobs)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag}: expected a number >= 1, got {value}")
     params = load_params(params_path, None, overrides, dataset)
     cfg = params.tune
-    if not cfg.search_space:
-        raise ValueError("tune.search_space: expected at least one parameter to tune")
+    preflight(params_path, list(overrides), cfg, dataset)
     name = study_name or cfg.study_name
-    n_trials = n_trials or cfg.n_trials
-    jobs = jobs or cfg.jobs
+    n_trials = cfg.n_trials if n_trials is None else n_trials
+    jobs = cfg.jobs if jobs is None else jobs
     study = load_study(cfg, name)
-    parent = ensure_parent_run(study, params)
+    with store_errors(params.tracking.uri):
+        parent = ensure_parent_run(study, params)
     args = (params_path, list(overrides), name, n_trials, cfg.timeout, str(out_dir), parent, dataset)
     if jobs == 1:
         worker(*args, progress=progress)
@@ -173,12 +210,13 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
             proc.join()
         failed = [p.exitcode for p in procs if p.exitcode]
         if failed:
-            raise RuntimeError(f"{len(failed)} tuning worker(s) exited with codes {failed}")
+            raise TuningError(f"{len(failed)} tuning worker(s) exited with codes {failed}")
     study = load_study(cfg, name)
     summary = summarize(study)
     if best_params_path:
         write_best_params(summary, best_params_path)
-    close_parent_run(params, parent, summary)
+    with store_errors(params.tracking.uri):
+        close_parent_run(params, parent, summary)
     return summary
 
 

@@ -303,6 +303,58 @@ def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, str]:
     return proc, (lines[-1] if lines else proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "")
 
 
+GUARDS = """
+## What the harness guards against, and how
+
+- **Which errors are one line.** Only the harness's own error types (classes defined in a
+  `vireid.*` module: `ConfigError`, `DatasetError`, `CheckpointError`, `FeaturesFileError`,
+  `ProtocolError`, `ReportError`, `TrackingError`, ...) and OS errors (missing file,
+  permission, full disk) print `error: ...` and exit 2. Anything else, such as a torch
+  `RuntimeError` from a shape mismatch, is a bug and keeps its traceback. Library errors
+  that users can cause (MLflow store failures, a corrupt Optuna storage, a malformed
+  `metrics.json` or `.npz`) are turned into harness errors where they are raised, naming the
+  file or store. `--debug` shows the traceback of any error. Ctrl-C prints one line and
+  exits 130.
+- **Image cache.** `prepare` writes `<cache>.sha256.json` (size + one SHA-256 per 16 MiB)
+  beside the cache; a cache whose bytes differ (overwritten in place, truncated, no digest
+  file) is rebuilt by `prepare` and refused by `train`, which checks it once per process
+  (about 500 MiB/s; 1.25x the time of a plain read of the file).
+- **Images.** 16-bit images (`I;16`) are scaled to 8 bits, 32-bit integer and float images
+  are refused by name; an image whose header claims more than `data.max_image_pixels`
+  (default 25 000 000; `data check --max-image-pixels`) is refused before decoding.
+- **Features files.** Each `.npz` member's header is read first: arrays that would take more
+  than `eval.max_features_mib` (default 1024; `eval-features --max-mib`) are refused; a bare
+  `.npy` is refused without being read; byte-string paths must be UTF-8.
+- **YAML.** One loader for every YAML file (params, overlays, `--set`, best-params): no
+  aliases, at most 64 levels, at most 4 MiB; a value shown in a message is cut to 80
+  characters.
+- **Symlinks.** Index files may not name paths outside the dataset root (`..` is refused).
+  Images or person folders that are symlinks resolving outside the root are read but
+  reported as a warning by `data check` and `prepare` (a dataset spread over disks is
+  legitimate; a surprise is not). Report clean-up never deletes through a `tables/` or
+  `figures/` symlink that leaves `--out`.
+- **Synthetic data.** `synth-files.txt` lists every file the generator wrote; a folder
+  holding anything else is never regenerated over.
+- **Early checks.** `eval.protocols`, `eval.trials`, study/variant/dataset names
+  (identifiers: they go into DVC commands), the SYSU permutation file's 10 trial rows per
+  person, `tune.experiment`, `tune.overrides` and the search-space keys (one trial's
+  parameters are resolved before any trial), `--n-trials`/`--jobs` >= 1.
+- **Writes.** Every output is written to a temporary file and renamed; a failed checkpoint
+  write names the file, the free space and the mount point, and leaves the previous
+  checkpoint intact; temporary files left by `kill -9` are removed when the next run or
+  prepare starts in that folder.
+
+Behaviour tests beside the table (`tests/test_fault_cases.py`): a cache overwritten in
+place or without digests is rebuilt by `prepare`; 16-bit images are scaled, not clipped,
+and pass `data check`; the pixel bound can be raised; a `--set` mapping merges; `1e-3` is a
+number; `data synth` regenerates a folder of its own files; Ctrl-C exits 130 with one line;
+a torch `RuntimeError` keeps its traceback; an MLflow store failure mid-run is one line and
+leaves the checkpoint; symlinks outside the root are warned about; report clean-up does not
+follow a symlinked `tables/`; a checkpoint write past a file-size limit names the file and
+the disk and keeps the previous checkpoint; temporary files of killed writers are removed.
+"""
+
+
 def write_table(out: Path) -> None:
     import tempfile
 
@@ -312,6 +364,13 @@ def write_table(out: Path) -> None:
             proc, message = run_case(case, Path(tmp))
             message = message.replace(tmp, "<tmp>").replace(str(REPO), "<repo>").replace("|", "\\|")
             rows.append(f"| {case.name} | {proc.returncode} | `{message}` |")
+    from fault_cases import FAULTS, run_fault
+
+    for fault in FAULTS:
+        with tempfile.TemporaryDirectory() as tmp:
+            code, message, _ = run_fault(fault, Path(tmp))
+            message = message.replace(tmp, "<tmp>").replace(str(REPO), "<repo>").replace("|", "\\|")
+            rows.append(f"| {fault.name} | {code} | `{message}` |")
     header = ("# Bad inputs and the errors they get\n\n"
               "Every row was produced by `tests/bad_inputs.py` running the real CLI on a broken input\n"
               "(`.venv/bin/python tests/bad_inputs.py docs/bad-inputs.md` rewrites this page);\n"
@@ -319,11 +378,14 @@ def write_table(out: Path) -> None:
               "key, and nothing written. Other failure modes tested elsewhere: a checkpoint of another\n"
               "method or class count (`tests/test_faults.py`), an unreachable MLflow server\n"
               "(`tests/test_training.py`), NaN/Inf losses (`tests/test_faults.py`), failing Optuna\n"
-              "trials (`tests/test_study.py`).\n\n"
+              "trials (`tests/test_study.py`). The later rows come from\n"
+              "`tests/fault_cases.py` (hostile inputs and faults, run in-process through\n"
+              "`vireid.harness.cli.main`; checked by `tests/test_fault_cases.py`).\n\n"
               "| bad input | exit code | message |\n|---|---|---|\n")
+    footer = GUARDS
     from vireid.harness.io import atomic_write_text
 
-    atomic_write_text(out, header + "\n".join(rows) + "\n")
+    atomic_write_text(out, header + "\n".join(rows) + "\n" + footer)
 
 
 if __name__ == "__main__":

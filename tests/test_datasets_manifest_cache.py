@@ -95,7 +95,8 @@ def test_prepare_notices_changed_data_and_settings(tmp_path):
     changed = prepare("sysu", root, prepared, size=(16, 8), synth={**SYNTH, "seed": 5}, progress=False)
     assert changed["generated"] and not changed["manifest_reused"]
     assert changed["fingerprint"] != first["fingerprint"]
-    assert [p.name for p in (prepared / "cache").iterdir()] == [f"{changed['fingerprint'][:16]}_16x8.npy"]
+    name = f"{changed['fingerprint'][:16]}_16x8.npy"
+    assert sorted(p.name for p in (prepared / "cache").iterdir()) == [name, name + ".sha256.json"]
 
 
 def test_open_prepared_errors(tmp_path):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from vireid.datasets.errors import DatasetError
 from vireid.datasets.registry import get_adapter
-from vireid.datasets.synth import STAMP, SynthSettings, ensure_synthetic, generate
+from vireid.datasets.synth import FILES, STAMP, SynthSettings, ensure_synthetic, generate
 from vireid.datasets.sysu import read_id_list
 from vireid.datasets.sysu_perm import read_rand_perm_cam
 
@@ -32,7 +32,8 @@ def test_worker_count_does_not_change_the_bytes(tmp_path):
 
 def test_sysu_layout(tmp_path):
     root = tiny_synth(tmp_path / "s", "sysu", n_ids=10, test_fraction=0.3, val_fraction=0.1)
-    assert sorted(p.name for p in root.iterdir()) == ["cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp", STAMP]
+    assert sorted(p.name for p in root.iterdir()) == sorted(["cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp",
+                                                             STAMP, FILES])
     perm = read_rand_perm_cam(root / "exp/rand_perm_cam.mat")
     for cam in range(1, 7):
         persons = sorted(p.name for p in (root / f"cam{cam}").iterdir())

@@ -21,3 +21,18 @@ def resolve(args: argparse.Namespace, extra: list[str] | None = None):
 
     return load_params(args.params, getattr(args, "experiment", None), list(extra or []) + list(args.overrides),
                        dataset=args.data)
+
+
+def bounded_int(low: int, high: int):
+    """An argparse type: an int in low..high, so a thread count of 10**20 is named, not crashed on."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {low}..{high}, got {text[:40]}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from vireid.harness.commands.common import add_params_args
+    from vireid.harness.commands.common import add_params_args, bounded_int
 
     p = subparsers.add_parser("data", help="dataset tools: check, synth, prepare, contact-sheet",
                               description="Validate datasets, write manifests, generate synthetic data and "
@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--out", default=None, metavar="FILE",
                        help="manifest file, .parquet or .csv (default: <root>/manifest.parquet)")
     check.add_argument("--split", type=int, default=1, help="RegDB trial 1..10 (default 1)")
-    check.add_argument("--workers", type=int, default=2, help="threads decoding images (default 2)")
+    check.add_argument("--workers", type=bounded_int(1, 1024), default=2, help="threads decoding images (default 2)")
+    check.add_argument("--max-image-pixels", type=bounded_int(1, 2**62), default=None, metavar="N",
+                       help="refuse images of more pixels before decoding them (default 25000000)")
     check.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     check.set_defaults(handler=run_check)
 
@@ -114,10 +116,11 @@ def _print_warnings(messages: list[str]) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     from vireid.datasets.errors import DatasetWarning
+    from vireid.datasets.images import pixel_limit
     from vireid.datasets.manifest import build_manifest, write_manifest
 
     out = Path(args.out) if args.out else Path(args.root) / "manifest.parquet"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), pixel_limit(args.max_image_pixels):
         warnings.simplefilter("ignore", DatasetWarning)  # printed below, once, without a source line
         manifest = build_manifest(args.dataset, args.root, split=args.split, workers=args.workers, progress=True)
     records_file, sidecar = write_manifest(manifest, out)
@@ -168,6 +171,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         print(f"generated {summary['generated']['images']} synthetic images at {summary['root']}")
     manifest_state = "reused" if summary["manifest_reused"] else "written"
     cache_state = "reused" if summary["cache_reused"] else "built"
+    if summary.get("cache_rebuilt_because"):
+        cache_state = f"rebuilt ({summary['cache_rebuilt_because']})"
     print(f"{summary['dataset']} at {summary['root']}: {summary['images']} images")
     print(format_counts(summary["counts"]))
     _print_warnings(summary["warnings"])

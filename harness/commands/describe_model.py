@@ -26,18 +26,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _parse_overrides(items: list[str]) -> dict:
     """``--set`` items as a loss mapping: ``bg_kl=false``, ``triplet.margin=0.3`` (as in params.yaml)."""
-    import yaml
+    from vireid.harness import yamlsafe
+    from vireid.harness.schema import ConfigError
 
     out: dict = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. bg_kl=false or triplet.margin=0.3")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. bg_kl=false or triplet.margin=0.3")
         *terms, name = key.strip().split(".")
         node = out
         for term in terms:
             node = node.setdefault(term, {})
-        node[name] = yaml.safe_load(value)
+        try:
+            node[name] = yamlsafe.load(value, f"--set {key.strip()}")
+        except yamlsafe.YAMLSyntaxError:
+            node[name] = value
     return out
 
 
@@ -49,9 +53,16 @@ def describe(method: str, backbone: str, num_classes: int, last_stride: int = 1,
 
     from vireid.methods import build_model, resolve_options, trainable_parameters
 
-    with torch.device("meta"):
-        model = build_model(method, num_classes=num_classes, backbone=backbone, weights="none",
-                            last_stride=last_stride, loss=loss, options=options)
+    from vireid.harness.schema import ConfigError
+
+    try:
+        with torch.device("meta"):
+            model = build_model(method, num_classes=num_classes, backbone=backbone, weights="none",
+                                last_stride=last_stride, loss=loss, options=options)
+    except ValueError as exc:  # the methods' checks of these settings (unknown method, options ...)
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from None
     parts = {name: sum(trainable_parameters(m) for m in mods) for name, mods in model.parts().items()}
     total = trainable_parameters(model)
     if sum(parts.values()) != total:  # a part list that misses a module is a bug worth seeing

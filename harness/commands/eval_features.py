@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what re-ranking ranks neighbours by: standard (the distances, default) or idkl-sysu "
                         "(the public IDKL code's SYSU-MM01 call: neighbours among the queries only)")
     p.add_argument("--device", default="auto", help="distance computation: auto (CUDA if available), cpu, cuda")
+    p.add_argument("--max-mib", type=int, default=None, metavar="MIB",
+                   help="refuse a features file whose arrays would take more memory (default 1024)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the result as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if protocol.needs_perm and args.perm is None:
         raise ProtocolError(f"{protocol.name} draws its galleries from the official permutation file: "
                             "pass --perm PATH (the dataset's exp/rand_perm_cam.mat)")
-    arrays = load_features(args.file)
+    arrays = load_features(args.file, max_bytes=args.max_mib << 20 if args.max_mib else None)
     try:
         result = evaluate_protocol_arrays(arrays, protocol.name, trials=args.trials, rerank=args.rerank,
                                           k1=args.k1, k2=args.k2, lam=args.lam, variant=args.variant, perm=args.perm,

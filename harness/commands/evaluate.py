@@ -34,6 +34,30 @@ def summary_of(results: list[dict]) -> dict:
     return out
 
 
+def read_trained(path: Path) -> dict:
+    """A run's metrics.json as `vireid train` writes it; a clear error for anything else."""
+    from vireid.harness.cli import UserError
+
+    if not path.is_file():
+        raise UserError(f"{path}: no metrics.json; train the run first (vireid train)")
+    try:
+        trained = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    results = trained.get("results") if isinstance(trained, dict) else None
+    if not isinstance(trained, dict) or not isinstance(trained.get("run"), dict) or not isinstance(results, list):
+        raise UserError(f"{path}: expected a mapping with 'run' (a mapping) and 'results' (a list), as "
+                        "`vireid train` writes")
+    if not results:
+        raise UserError(f"{path}: holds no test results (a stub or interrupted run); train the run again")
+    for i, res in enumerate(results):
+        if not isinstance(res, dict) or not isinstance(res.get("protocol"), str):
+            raise UserError(f"{path}: results[{i}] has no 'protocol' name")
+    return trained
+
+
 def run(args: argparse.Namespace) -> int:
     from vireid.harness.evaluation.features_file import load_features
     from vireid.harness.imported_run import is_imported, score_arrays
@@ -47,12 +71,10 @@ def run(args: argparse.Namespace) -> int:
         arrays, run_info, fingerprint = score_arrays(run_dir, params)
         protocols: list[str] = []
     else:
-        if not metrics_path.is_file():
-            raise FileNotFoundError(f"{metrics_path}: no metrics.json; train the run first (vireid train)")
-        trained = json.loads(metrics_path.read_text())
-        arrays = load_features(run_dir / "features.npz")
+        trained = read_trained(metrics_path)
+        arrays = load_features(run_dir / "features.npz", max_bytes=params.eval.max_features_mib << 20)
         run_info = trained["run"]
-        fingerprint = (trained["results"][0] if trained["results"] else {}).get("dataset_fingerprint")
+        fingerprint = trained["results"][0].get("dataset_fingerprint")
         protocols = list(dict.fromkeys(r["protocol"] for r in trained["results"]))
     results = []
     for rerank in params.eval.rerank_modes:

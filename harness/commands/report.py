@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         if not Path(args.published).is_file():
-            raise ValueError(f"published-results file not found: {args.published}")
+            raise ReportError(f"published-results file not found: {args.published}")
     from vireid.harness.report.collect import TABLE_METRICS
 
     metrics = tuple(m.strip() for m in args.stats_metrics.split(",") if m.strip())

@@ -30,7 +30,9 @@ def best_params_overrides(path: str | None) -> list[str]:
 
     data = read_yaml(path)
     if not isinstance(data.get("overrides"), list):
-        raise ValueError(f"{path}: expected a list under 'overrides' (written by vireid tune)")
+        from vireid.harness.schema import ConfigError
+
+        raise ConfigError(f"{path}: expected a list under 'overrides' (written by vireid tune)")
     return [str(item) for item in data["overrides"]]
 
 

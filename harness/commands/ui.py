@@ -32,7 +32,9 @@ def mlflow_ui(args: argparse.Namespace) -> int:
 def optuna_dashboard(args: argparse.Namespace) -> int:
     exe = shutil.which("optuna-dashboard")
     if exe is None:
-        raise ValueError("optuna-dashboard is not installed: `.venv/bin/pip install optuna-dashboard`")
+        from vireid.harness.cli import UserError
+
+        raise UserError("optuna-dashboard is not installed: `.venv/bin/pip install optuna-dashboard`")
     storage = args.storage
     if storage is None:
         from vireid.harness.config import load_params

@@ -248,7 +248,9 @@ def evaluate_cross_modal(query_feats, query_ids, query_cams, gallery_feats, gall
     n_queries_skipped.
     """
     if dataset not in DATASET_RULES:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASET_RULES)}")
+        from vireid.harness.schema import ConfigError
+
+        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASET_RULES)}")
     rules = DATASET_RULES[dataset]
     q_feats, g_feats = to_numpy(query_feats, np.float32), to_numpy(gallery_feats, np.float32)
     if rules["normalize"]:

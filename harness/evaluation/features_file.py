@@ -5,6 +5,11 @@ Keys: ``query_feats`` (Q, D) and ``gallery_feats`` (G, D) floating point; ``quer
 ``gallery_paths`` 1-D strings (image paths relative to the dataset root; SYSU-MM01:
 ``camC/PPPP/IIII.jpg``). The query and gallery tables together form the pool that a
 protocol picks its queries and gallery from.
+
+Reading is bounded: each member's ``.npy`` header is read first and the file is refused,
+by name, when its arrays would expand to more than ``max_bytes`` (``DEFAULT_MAX_BYTES``;
+``eval.max_features_mib``, ``eval-features --max-mib``), so a 2 MB archive cannot claim
+2 GiB or 10^12 rows of memory. Strings are paths: bytes that are not UTF-8 are refused.
 """
 from __future__ import annotations
 
@@ -14,7 +19,10 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["FeaturesFileError", "TABLES", "REQUIRED_KEYS", "validate_arrays", "load_features", "save_features"]
+__all__ = ["FeaturesFileError", "TABLES", "REQUIRED_KEYS", "validate_arrays", "load_features", "save_features",
+           "DEFAULT_MAX_BYTES"]
+
+DEFAULT_MAX_BYTES = 1 << 30  # SYSU-MM01 test features at 2048 dims take about 40 MB
 
 TABLES = ("query", "gallery")
 REQUIRED_KEYS = tuple(f"{t}_{k}" for t in TABLES for k in ("feats", "ids", "cams", "paths"))
@@ -22,6 +30,14 @@ REQUIRED_KEYS = tuple(f"{t}_{k}" for t in TABLES for k in ("feats", "ids", "cams
 
 class FeaturesFileError(ValueError):
     """A features file (or array dict) is missing a key or holds a malformed array."""
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _check_table(arrays: Mapping[str, np.ndarray], table: str, source: str) -> dict[str, np.ndarray]:
@@ -45,6 +61,13 @@ def _check_table(arrays: Mapping[str, np.ndarray], table: str, source: str) -> d
     if paths.ndim != 1 or paths.dtype.kind not in "US":
         raise FeaturesFileError(f"{source}: '{table}_paths' must be a 1-D string array, got {paths.dtype} "
                                 f"of shape {paths.shape}")
+    if paths.dtype.kind == "S":  # bytes: decode as UTF-8, naming the first row that is not
+        try:
+            paths = np.char.decode(paths, "utf-8")
+        except UnicodeDecodeError:
+            bad = next(i for i, p in enumerate(paths.tolist()) if not _is_utf8(p))
+            raise FeaturesFileError(f"{source}: '{table}_paths' row {bad} is not UTF-8 text "
+                                    f"({paths[bad][:40]!r})") from None
     out["paths"] = paths.astype(str)
     for key in ("ids", "cams", "paths"):
         if len(out[key]) != len(feats):
@@ -68,9 +91,32 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], source: str = "features") 
     return {f"{t}_{k}": v for t, table in tables.items() for k, v in table.items()}
 
 
-def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read and validate a features file (no pickled objects are loaded)."""
+def _member_bytes(npz, key: str, source: str) -> int:
+    """Bytes the member ``key`` claims in its ``.npy`` header (read without the data)."""
+    try:
+        with npz.zip.open(key + ".npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _order, dtype = reader(handle)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise FeaturesFileError(f"{source}: array '{key}' has an unreadable header ({exc})") from None
+    count = 1
+    for n in shape:
+        count *= int(n)
+    return count * dtype.itemsize
+
+
+def load_features(path: str | os.PathLike, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Read and validate a features file (no pickled objects are loaded, at most ``max_bytes``)."""
     source = os.fspath(path)
+    limit = int(max_bytes or DEFAULT_MAX_BYTES)
+    try:
+        with open(source, "rb") as handle:
+            magic = handle.read(6)
+    except FileNotFoundError:
+        raise FeaturesFileError(f"{source}: features file not found") from None
+    if magic == b"\x93NUMPY":  # np.load would read the whole array before we could say no
+        raise FeaturesFileError(f"{source}: expected an .npz archive of named arrays, found a single array")
     try:
         npz = np.load(source, allow_pickle=False)
     except FileNotFoundError:
@@ -81,6 +127,13 @@ def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FeaturesFileError(f"{source}: expected an .npz archive of named arrays, found a single array")
     arrays = {}
     with npz:
+        claimed = {key: _member_bytes(npz, key, source) for key in npz.files}
+        if sum(claimed.values()) > limit:
+            big = max(claimed, key=claimed.get)
+            raise FeaturesFileError(
+                f"{source}: its arrays would take {sum(claimed.values()) / 2**20:.0f} MiB in memory ('{big}' "
+                f"alone {claimed[big] / 2**20:.0f} MiB), over the limit of {limit / 2**20:.0f} MiB "
+                "(raise it with eval.max_features_mib / --max-mib)")
         for key in npz.files:
             try:
                 arrays[key] = npz[key]

@@ -197,8 +197,15 @@ def _parse_result(check: _Checker, res: Any, where: str) -> dict[str, Any]:
     for i, v in enumerate(cmc):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise check.fail(f"key '{where}.cmc[{i}]' should be a finite number, got {v!r}")
+    protocol = check.text(res, "protocol", where)
+    if protocol not in _known_protocols():
+        raise check.fail(f"key '{where}.protocol' names an unknown protocol {protocol!r}; known: "
+                         + ", ".join(_known_protocols()))
+    for i, v in enumerate(cmc):
+        if not 0.0 <= v <= 100.0:
+            raise check.fail(f"key '{where}.cmc[{i}]' should be a percentage in 0..100, got {v!r}")
     out = {
-        "protocol": check.text(res, "protocol", where),
+        "protocol": protocol,
         "direction": check.text(res, "direction", where, required=False, default="") or "",
         "rerank": rerank,
         "distance": check.text(res, "distance", where, required=False, default="unspecified"),
@@ -211,6 +218,9 @@ def _parse_result(check: _Checker, res: Any, where: str) -> dict[str, Any]:
         out[metric] = check.number(res, metric, where)
     for metric in OPTIONAL_METRICS:
         out[metric] = check.number(res, metric, where, required=False)
+    for metric in TABLE_METRICS + OPTIONAL_METRICS:
+        if out[metric] is not None and not 0.0 <= out[metric] <= 100.0:
+            raise check.fail(f"key '{where}.{metric}' should be a percentage in 0..100, got {out[metric]!r}")
     out["n_trials"], out["trial_std"] = _trial_spread(check, res, where)
     return out
 
@@ -234,6 +244,12 @@ def _trial_spread(check: _Checker, res: dict, where: str) -> tuple[int | None, d
                 raise check.fail(f"key '{where}.std.{metric}' should be a non-negative SD, got {value!r}")
             spread[metric] = value
     return (None if trials is None else len(trials)), spread
+
+
+def _known_protocols() -> list[str]:
+    from vireid.harness.evaluation.protocols import protocol_names
+
+    return protocol_names()
 
 
 def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> Run:
@@ -413,7 +429,8 @@ def load_study(storage: str, study: str | None):
 
 def load_best_params(path: str | os.PathLike | None) -> dict[str, Any] | None:
     """The best-params YAML as a flat mapping (None when no file was given)."""
-    import yaml
+    from vireid.harness import yamlsafe
+    from vireid.harness.schema import ConfigError
 
     if path is None:
         return None
@@ -421,9 +438,9 @@ def load_best_params(path: str | os.PathLike | None) -> dict[str, Any] | None:
     if not path.is_file():
         raise ReportError(f"best-params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ReportError(f"{path}: not valid YAML ({exc})") from None
+        data = yamlsafe.load(yamlsafe.read_text(path), str(path))
+    except ConfigError as exc:
+        raise ReportError(str(exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -445,8 +445,13 @@ def _cleanup(out: Path, rels: list[str]) -> None:
         except (ValueError, AttributeError):
             previous = []
     keep = set(rels)
+    real_out = os.path.realpath(out)
     for rel in previous:
         if rel in keep or not isinstance(rel, str) or ".." in Path(rel).parts:
+            continue
+        # A symlinked tables/ or figures/ pointing outside --out is never cleaned through.
+        parent = os.path.realpath((out / rel).parent)
+        if os.path.commonpath([parent, real_out]) != real_out:
             continue
         if Path(rel).parts[:1] in ((TABLES_DIR,), (FIGURES_DIR,)):
             try:
