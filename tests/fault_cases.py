@@ -273,8 +273,10 @@ def perm_too_few_trials(tmp: Path) -> list[str]:
     root = synth_tree(tmp)
     path = root / "exp" / "rand_perm_cam.mat"
     perm = read_rand_perm_cam(path)
-    test_pid = int((root / "exp" / "test_id.txt").read_text().split(",")[0])
-    perm[1][test_pid - 1] = perm[1][test_pid - 1][:9]  # one person, one camera: 9 of 10 trial rows
+    test_ids = [int(v) for v in (root / "exp" / "test_id.txt").read_text().split(",")]
+    cam, pid = next((c, p) for c in sorted(perm) for p in test_ids
+                    if p <= len(perm[c]) and perm[c][p - 1].size)  # a person the camera saw (some are absent)
+    perm[cam][pid - 1] = perm[cam][pid - 1][:9]  # one person, one camera: 9 of 10 trial rows
     write_rand_perm_cam(path, perm)
     return check_args(root)
 

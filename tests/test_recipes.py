@@ -89,13 +89,18 @@ def test_a_recipe_value_is_typed_like_any_parameter(tmp_path):
         load_params(experiment=str(path), dataset="regdb")
 
 
-def test_prepare_for_study_caches_every_variant_size(tmp_path, capsys):
+def test_prepare_for_study_caches_every_variant_size(tmp_path, capsys, monkeypatch):
     """`vireid data prepare --for-study`: one manifest, a cache per image size the variants train at."""
-    from study_support import tiny_overrides
-    from vireid.harness import cli
+    import shutil
 
-    bigger = tmp_path / "bigger.yaml"
-    bigger.write_text("model: {method: idkl}\nrecipes: {synth-sysu: {data: {image_height: 40, image_width: 20}}}\n")
+    from study_support import tiny_overrides
+    from vireid.harness import cli, config
+
+    experiments = tmp_path / "experiments"
+    shutil.copytree(config.EXPERIMENTS_DIR, experiments)
+    monkeypatch.setattr(config, "EXPERIMENTS_DIR", experiments)  # variant names, not paths, go in study.variants
+    bigger = "bigger"
+    (experiments / "bigger.yaml").write_text("model: {method: idkl}\nrecipes: {synth-sysu: {data: {image_height: 40, image_width: 20}}}\n")
     prepared = tmp_path / "synth-sysu"
     # --set wins over a recipe, so the image size comes from params.yaml (64 x 32) here
     sets = [a for kv in tiny_overrides(prepared) if not kv.startswith("data.image_") for a in ("--set", kv)]
