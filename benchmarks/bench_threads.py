@@ -5,7 +5,7 @@
 
 Each configuration runs in a fresh process (OpenMP reads OMP_WAIT_POLICY when torch loads):
 ``1 thread``, ``2 threads, OMP_WAIT_POLICY=ACTIVE`` (what OpenMP does by default, busy-waiting)
-and ``2 threads, PASSIVE`` (what the `vireid` command sets). "Loaded" starts ``--load`` busy
+and ``2 threads, PASSIVE`` (OpenMP sleeps instead of spinning). "Loaded" starts ``--load`` busy
 processes (pure-Python spin loops) beside it, as other jobs on a shared machine would be.
 The measure is forward + loss + backward + Adam step per batch (benchmarks.bench_methods_cpu's
 loop with the optimiser), median over ``--steps`` timed steps.

@@ -104,3 +104,32 @@ def test_every_experiment_trains_a_few_steps(prepared_tiny, tmp_path, name):
     metrics = run_training(params, tmp_path / name, progress=False)
     assert metrics["run"]["variant"] == name
     assert len(metrics["results"]) == len(params.protocols())
+
+
+def test_same_recorded_settings_same_results_under_cpu_load(prepared_tiny, tmp_path):
+    """The thread count is a recorded parameter; with it fixed, results are bit-identical whether or
+    not other processes compete for the cores (no load-dependent scheduling in the arithmetic)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from vireid.harness.evaluation.features_file import load_features
+    from vireid.harness.runner import run_training
+
+    extra = {"train.epochs": 2, "train.threads": 1}
+    run_training(params_for(prepared_tiny, **extra), tmp_path / "quiet", progress=False)
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        run_training(params_for(prepared_tiny, **extra), tmp_path / "loaded", progress=False)
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    recorded = yaml.safe_load((tmp_path / "loaded" / "params.yaml").read_text())
+    assert recorded["train"]["threads"] == 1
+    a, b = (load_features(tmp_path / d / "features.npz") for d in ("quiet", "loaded"))
+    for key in ("query_feats", "gallery_feats"):
+        np.testing.assert_array_equal(a[key], b[key])
+    cols = lambda d: pd.read_csv(tmp_path / d / "history.csv").filter(like="loss").to_numpy()  # noqa: E731
+    np.testing.assert_array_equal(cols("quiet"), cols("loaded"))
