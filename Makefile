@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test setup mlflow-ui bench clean-study readme
+.PHONY: study test setup mlflow-ui bench clean-study readme readme
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,11 @@ study: $(STAMP) .dvc/config
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo "report: reports/study/report.md (HTML: reports/study/report.html); runs: make mlflow-ui"
 
-# README's results region (between the vireid:results comments) from the study's report.
+# README's results region (between the vireid:results comments) from the study's report, and the
+# audit tables of docs/synthetic-dataset.md from the study's dataset audit.
 readme: study
 	$(BIN)/vireid report --from-report reports/study --readme README.md
+	$(BIN)/vireid data audit --from-audit reports/audit/synth-sysu --doc docs/synthetic-dataset.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -73,3 +73,65 @@ def test_cue_correlation_makes_infrared_cues_cross_the_modality_gap(tmp_path):
         drops[rho] = shuffle["none"]["gradient"]["mAP"] - shuffle["infrared"]["gradient"]["mAP"]
     assert abs(drops[0.0]) < 3
     assert drops[1.0] > drops[0.0] + 3
+
+
+def test_report_refuses_a_file_that_is_not_an_audit(tmp_path):
+    from vireid.harness.report import ReportError
+    from vireid.harness.report.reference import load_audits
+
+    bad = tmp_path / "audit.json"
+    bad.write_text('{"dataset": "sysu"}')
+    with pytest.raises(ReportError, match=r"audit.json: not a dataset audit"):
+        load_audits([bad])
+    bad.write_text("{not json")
+    with pytest.raises(ReportError, match=r"audit.json: unreadable dataset audit"):
+        load_audits([bad])
+
+
+def test_doc_region_is_written_from_an_audit(prepared_tiny, tmp_path):
+    sets = [a for o in tiny_overrides(prepared_tiny) for a in ("--set", o)]
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- vireid:audit:begin -->\nold\n<!-- vireid:audit:end -->\nafter\n")
+    out = tmp_path / "audit"
+    assert main(["data", "audit", "--data", "synth-sysu", *sets, "--out", str(out), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "old" not in text and (out / "audit.md").read_text() in text and text.endswith("after\n")
+    nodoc = tmp_path / "none.md"
+    nodoc.write_text("no region\n")
+    assert main(["data", "audit", "--from-audit", str(out), "--doc", str(nodoc)]) == 2
+    assert nodoc.read_text() == "no region\n"
+
+
+def test_report_shows_reference_points_next_to_trained_rows(tmp_path):
+    """The report's reference table is the audit's, and each variant's R1 is set against the best
+    matcher of the same dataset (matched by fingerprint), with the ratio recomputed here."""
+    import importlib.util
+    import sys
+
+    from vireid.harness.report import build_report
+
+    spec = importlib.util.spec_from_file_location(
+        "report_make_runs", Path(__file__).parent / "fixtures" / "report" / "make_runs.py")
+    fx = sys.modules.get("report_make_runs") or importlib.util.module_from_spec(spec)
+    if "report_make_runs" not in sys.modules:
+        sys.modules["report_make_runs"] = fx
+        spec.loader.exec_module(fx)
+    runs = tmp_path / "runs"
+    fx.make_runs(runs)
+    audit_file = tmp_path / "audit.json"
+    audit_file.write_text(json.dumps({
+        "dataset": "sysu", "fingerprint": "fp-sysu", "test_identities": 150, "queries": 1800,
+        "gallery_images": 2904, "match_size": [24, 12],
+        "cross_modal": {"sysu/all/single": {"chance": {"r1": 0.7, "mAP": 2.0}, "pixels": {"r1": 4.0, "mAP": 5.0},
+                                            "gradient": {"r1": 8.0, "mAP": 9.0}, "linear": {"r1": 6.0, "mAP": 7.0}}},
+    }))
+    written = build_report(runs, tmp_path / "out", published_csv=None, audits=[audit_file])
+    md = written["markdown"].read_text()
+    assert "### Reference points (dataset audit)" in md
+    assert "Nearest neighbour, gradient magnitude" in md
+    baseline = [json.loads(p.read_text()) for p in runs.rglob("metrics.json")]
+    r1 = [r["r1"] for m in baseline if m["run"]["variant"] == "baseline" for r in m["results"]
+          if r["protocol"] == "sysu/all/single" and not r["rerank"]["enabled"]]
+    label = next(m["run"]["variant_label"] for m in baseline if m["run"]["variant"] == "baseline")
+    mean = sum(r1) / len(r1)
+    assert f"{label}: sysu/all/single R1 {mean:.1f} (n={len(r1)}) = {mean / 8.0:.1f}x the best reference" in md
