@@ -114,7 +114,7 @@ def _chance(tables, protocol: str, root: Path, dim: int = 32) -> dict[str, float
     return {m: round(float(np.mean([d[m] for d in draws])), 2) for m in METRICS}
 
 
-def _synthetic_shuffle(root: Path, records, tables, protocol: str, cache_size: tuple[int, int],
+def _synthetic_shuffle(root: Path, tables, protocol: str, cache_size: tuple[int, int],
                        ridge: np.ndarray) -> dict[str, dict[str, dict[str, float]]] | None:
     """Cross-modal accuracy with the infrared queries re-rendered after a cue swap."""
     import tempfile
@@ -209,7 +209,7 @@ def audit(data, protocols: list[str]) -> dict[str, Any]:
         "match_size": list(MATCH_SIZE), "cross_modal": cross, "same_modality_gradient": same,
     }
     if single:
-        shuffle = _synthetic_shuffle(Path(data.root), rec, tables, single[0], images.shape[1:3], ridge)
+        shuffle = _synthetic_shuffle(Path(data.root), tables, single[0], images.shape[1:3], ridge)
         if shuffle is not None:
             out["cue_shuffle"] = {"protocol": single[0], "results": shuffle}
     return out
