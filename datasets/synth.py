@@ -62,6 +62,7 @@ class SynthSettings:
     width: int = 48
     difficulty: float = 0.5
     cue_correlation: float = 0.5  # how strongly every cue follows the latent identity code (0..1)
+    nir_luma_weight: float = 0.5  # NIR cameras: share of a material's NIR reflectance that follows its visible luminance
     ir_model: str | None = None  # "nir" | "thermal"; None: the layout's real kind (DEFAULT_IR_MODEL)
     test_fraction: float | None = None  # None: the layout's default (about the real proportion)
     val_fraction: float = 0.1  # SYSU: ids written to exp/val_id.txt (training ids, as the real set)
@@ -90,6 +91,7 @@ class SynthSettings:
                   (out.height >= 8 and out.width >= 4, "images must be at least 8 x 4 pixels"),
                   (0.0 <= out.difficulty <= 1.0, "difficulty must be in [0, 1]"),
                   (0.0 <= out.cue_correlation <= 1.0, "cue_correlation must be in [0, 1]"),
+                  (0.0 <= out.nir_luma_weight <= 1.0, "nir_luma_weight must be in [0, 1]"),
                   (out.ir_model in IR_MODELS, f"ir_model must be one of {list(IR_MODELS)}"),
                   (0.0 < out.test_fraction < 1.0, "test_fraction must be in (0, 1)"),
                   (0.0 <= out.val_fraction < 1.0, "val_fraction must be in [0, 1)")]
@@ -135,7 +137,8 @@ def render_job(s: SynthSettings, ids: Identities, job: _Shoot) -> np.ndarray:
     whose cues it has swapped, and gets the same views and camera as the written files.
     """
     size = (s.height, s.width)
-    camera = draw_camera(_rng(s, _CAMERA, job.key), job.infrared, size, s.difficulty, s.ir_model)
+    camera = draw_camera(_rng(s, _CAMERA, job.key), job.infrared, size, s.difficulty, s.ir_model,
+                         s.nir_luma_weight)
     index = np.array([pid - 1 for pid, _, _ in job.shots])
     rngs = [_rng(s, _VIEW, job.key, pid, k) for pid, k, _ in job.shots]
     # Render in chunks whose arrays stay in the CPU cache; per-image streams keep the

@@ -20,7 +20,7 @@ that is partly predictable from the other modality: the premise IDKL tests.
 How the infrared image forms depends on the camera's ``ir_model``:
 
 * ``nir``: intensity = illumination x reflectance, where each material's NIR reflectance is
-  ``NIR_LUMA_WEIGHT`` x its visible luminance + the rest x its own NIR dye; hue is invisible,
+  ``nir_luma_weight`` x its visible luminance + the rest x its own NIR dye; hue is invisible,
   skin is bright (NIR skin reflectance is high whatever the visible tone), hair dark;
 * ``thermal``: intensity = emitted heat: bare skin warmest, clothing cooler by its
   insulation, faint emissivity patterns, identity-specific hot/cold spots, cold bags.
@@ -47,7 +47,6 @@ __all__ = ["Identities", "Camera", "Views", "draw_identities", "draw_camera", "d
 N_PATTERNS = 6  # plain, horizontal, vertical, diagonal stripes, checks, two-tone
 N_SPOTS = 3
 LATENT_DIM = 8
-NIR_LUMA_WEIGHT = 0.5  # share of a material's NIR reflectance that follows its visible luminance
 NIR_SKIN = 0.62  # NIR reflectance of skin (high for every visible skin tone)
 IR_MODELS = ("nir", "thermal")
 F = np.float32
@@ -124,6 +123,7 @@ class Camera:
 
     infrared: bool
     ir_model: str  # "nir" or "thermal" (infrared cameras only)
+    nir_luma_weight: float  # nir: share of a material's reflectance that follows its visible luminance
     scene: np.ndarray
     scale: float
     blur: float
@@ -237,7 +237,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], channels: in
 
 
 def draw_camera(rng: np.random.Generator, infrared: bool, size: tuple[int, int], difficulty: float,
-                ir_model: str = "thermal") -> Camera:
+                ir_model: str = "thermal", nir_luma_weight: float = 0.5) -> Camera:
     if ir_model not in IR_MODELS:
         raise ValueError(f"ir_model must be one of {IR_MODELS}, got {ir_model!r}")
     a = difficulty
@@ -260,7 +260,7 @@ def draw_camera(rng: np.random.Generator, infrared: bool, size: tuple[int, int],
     else:
         gain = (rng.uniform(1 - 0.35 * a, 1 + 0.1 * a) * (1 + rng.uniform(-0.25 * a, 0.25 * a, 3))).astype(F)
         noise = 0.01 + 0.05 * a
-    return Camera(infrared=infrared, ir_model=ir_model, scene=np.clip(scene, 0, 1).astype(F), scale=float(rng.uniform(0.86, 1.0)),
+    return Camera(infrared=infrared, ir_model=ir_model, nir_luma_weight=float(nir_luma_weight), scene=np.clip(scene, 0, 1).astype(F), scale=float(rng.uniform(0.86, 1.0)),
                   blur=float(rng.uniform(0.2, 1.0) * (0.3 + 1.4 * a) * height / 96), noise=float(noise),
                   gain=gain, occlusion=float(0.45 * a))
 
@@ -405,11 +405,11 @@ def _finish(canvas: np.ndarray, views: Views, camera: Camera) -> np.ndarray:
     return out
 
 
-def _nir_layers(ids: Identities, m: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _nir_layers(ids: Identities, m: dict[str, np.ndarray], luma_weight: float) -> list[tuple[np.ndarray, np.ndarray]]:
     """NIR reflectance of each body layer: part visible luminance, part the material's own dye."""
     def refl(rgb: str, dye: str) -> np.ndarray:
         lum = getattr(ids, rgb) @ LUMA
-        return _col(NIR_LUMA_WEIGHT * lum + (1 - NIR_LUMA_WEIGHT) * getattr(ids, dye))
+        return _col(luma_weight * lum + (1 - luma_weight) * getattr(ids, dye))
 
     skin = _col(NIR_SKIN + 0.1 * (ids.skin @ LUMA - 0.6))
     upper = refl("upper", "nir_upper") * (1 - m["pattern"]) + refl("upper2", "nir_upper2") * m["pattern"]
@@ -447,7 +447,8 @@ def render(ids: Identities, views: Views, camera: Camera, size: tuple[int, int])
     shade2 = 0.85 + 0.15 * np.cos(np.clip(m["u"] / 0.2, -1, 1) * np.pi / 2)
     if camera.infrared:
         thermal = camera.ir_model == "thermal"
-        for mask, value in (_thermal_layers if thermal else _nir_layers)(ids, m):
+        layers = _thermal_layers(ids, m) if thermal else _nir_layers(ids, m, camera.nir_luma_weight)
+        for mask, value in layers:
             canvas = _layer(canvas, mask, (value if thermal else value * shade2)[..., None])
         if thermal:
             person = m["torso"] + m["legs"] + m["arms"]

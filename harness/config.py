@@ -43,6 +43,7 @@ class SynthConfig:
     width: int = field(default=48, metadata={"ge": 4, "le": 4096})
     difficulty: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
     cue_correlation: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
+    nir_luma_weight: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
     ir_model: str | None = None  # nir | thermal; null: the layout's real kind (SYSU, LLCM nir; RegDB thermal)
     test_fraction: float | None = field(default=None, metadata={"gt": 0.0, "lt": 1.0})  # null: the layout's
 
@@ -196,6 +197,7 @@ class StudyConfig:
     variants: list[str] = field(default_factory=lambda: ["idkl"])
     datasets: list[str] = field(default_factory=lambda: ["synth-sysu"])
     seeds: list[int] = field(default_factory=lambda: [0])
+    jobs: int = field(default=1, metadata={"ge": 1, "le": 256})  # `vireid train-seeds`: runs at once
     tune_dataset: str = "synth-sysu"
 
 

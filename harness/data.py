@@ -127,7 +127,8 @@ def prepare_from_params(data_cfg: Any) -> dict[str, Any]:
     if synth.enabled:
         synth_args = {"seed": synth.seed, "n_ids": synth.n_ids, "images_per_cam": synth.images_per_cam,
                       "image_size": (synth.height, synth.width), "difficulty": synth.difficulty,
-                      "cue_correlation": synth.cue_correlation, "ir_model": synth.ir_model,
+                      "cue_correlation": synth.cue_correlation, "nir_luma_weight": synth.nir_luma_weight,
+                      "ir_model": synth.ir_model,
                       "test_fraction": synth.test_fraction}
     with pixel_limit(data_cfg.max_image_pixels):
         return prepare(data_cfg.dataset, data_cfg.root, data_cfg.prepared_dir,

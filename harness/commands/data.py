@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--cue-correlation", type=float, default=0.5,
                        help="0..1: how strongly every cue follows the latent identity code (default 0.5; "
                             "docs/synthetic-dataset.md)")
+    synth.add_argument("--nir-luma-weight", type=float, default=0.5,
+                       help="0..1: share of a material's near-infrared reflectance that follows its visible "
+                            "luminance (default 0.5; docs/synthetic-dataset.md)")
     synth.add_argument("--ir-model", choices=["nir", "thermal"], default=None,
                        help="infrared image formation (default: the layout's real kind, nir for sysu/llcm, "
                             "thermal for regdb)")
@@ -138,7 +141,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
     settings = SynthSettings(seed=args.seed, n_ids=args.ids, images_per_cam=args.images_per_cam,
                              height=args.height, width=args.width, difficulty=args.difficulty,
-                             cue_correlation=args.cue_correlation, ir_model=args.ir_model,
+                             cue_correlation=args.cue_correlation, nir_luma_weight=args.nir_luma_weight,
+                             ir_model=args.ir_model,
                              test_fraction=args.test_fraction, val_fraction=args.val_fraction)
     summary = ensure_synthetic(args.out, args.layout, settings)
     if summary is None:
