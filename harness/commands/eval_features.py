@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "query_/gallery_ feats, ids, cams, paths) under one named protocol, with or without "
                     "re-ranking.",
                     ["vireid eval-features feats.npz --protocol sysu/all/single --perm exp/rand_perm_cam.mat",
-                     "vireid eval-features feats.npz --protocol regdb/v2t --rerank --json out.json"])
+                     "vireid eval-features feats.npz --protocol regdb/v2i --rerank --json out.json"])
     p.add_argument("file", help="features .npz (query_/gallery_ feats, ids, cams, paths)")
     p.add_argument("--protocol", required=True, choices=protocol_names(), metavar="NAME",
                    help="one of: " + ", ".join(protocol_names()))
