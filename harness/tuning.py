@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing as mp
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,7 @@ class Objective:
         overrides = trial_overrides(self.base_overrides, cfg, values)
         params = load_params(self.params_path, cfg.experiment, overrides, self.dataset)
         trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine and process ran it
 
         def report(value: float, epoch: int) -> None:
             trial.report(value, epoch)
