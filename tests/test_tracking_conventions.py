@@ -104,3 +104,22 @@ def test_study_parent_run_is_closed_once_and_trials_are_nested(prepared_tiny, tm
     for child in children:
         state = child.data.tags[tracking.STATE_TAG]
         assert state in ("COMPLETE", "PRUNED") and child.info.status == "FINISHED"
+
+
+def test_without_psutil_runs_have_no_system_metrics_and_still_work(tmp_path, monkeypatch):
+    import importlib.util
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = load_params(overrides=[f"tracking.uri={uri}"])
+    assert params.tracking.system_metrics
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "psutil" else real(name, *a))
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    experiment = tracking.connect(uri, "no-psutil")
+    with tracking.training_run(experiment, params, "r", {}) as run:
+        mlflow.log_metric("loss", 1.0)
+        import time
+
+        time.sleep(0.5)
+    got = MlflowClient(uri).get_run(run.info.run_id)
+    assert got.info.status == "FINISHED" and set(got.data.metrics) == {"loss"}
