@@ -182,8 +182,6 @@ def worker(params_path: str | None, overrides: list[str], study_name: str, n_tri
     from vireid.harness.logs import configure_logging
 
     configure_logging()  # a spawned worker starts with a fresh logging set-up
-    # One line per trial (log_trial); each trial's epoch lines only with --progress.
-    logging.getLogger("vireid.train").setLevel(logging.INFO if progress else logging.WARNING)
     params = load_params(params_path, None, overrides, dataset)
     study = load_study(params.tune, study_name)
     objective = Objective(params_path, overrides, Path(out_dir), parent_run, progress, dataset)
@@ -192,8 +190,15 @@ def worker(params_path: str | None, overrides: list[str], study_name: str, n_tri
     if remaining <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
-                   callbacks=[MaxTrialsCallback(n_trials, states=done), log_trial])
+    # One line per trial (log_trial); each trial's epoch lines only with --progress.
+    epoch_lines = logging.getLogger("vireid.train")
+    level = epoch_lines.level
+    epoch_lines.setLevel(logging.INFO if progress else logging.WARNING)
+    try:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
+                       callbacks=[MaxTrialsCallback(n_trials, states=done), log_trial])
+    finally:
+        epoch_lines.setLevel(level)
 
 
 def log_trial(study, trial) -> None:
