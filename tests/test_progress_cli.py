@@ -129,3 +129,24 @@ def test_optuna_dashboard_names_the_extra_when_missing(monkeypatch, capsys):
     assert cli.main(["optuna-dashboard", "--storage", "sqlite:///x.db"]) == 2
     err = capsys.readouterr().err
     assert "vireid-bench[dashboard]" in err and "optuna-dashboard is not installed" in err
+
+
+def test_bar_only_on_a_terminal_and_the_epoch_line_either_way(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from vireid.harness import logs
+    from vireid.harness.hooks import ProgressHook
+
+    logs.configure_logging()
+    trainer = SimpleNamespace(steps_per_epoch=3, step_in_epoch=0, epoch=0, epochs=2, last_losses={"id": 1.5},
+                              history=[{"epoch": 1, "loss": 1.5, "loss/id": 1.5, "images_per_s": 10.0}])
+    for tty, bar_wanted in ((True, True), (True, False), (False, True)):
+        monkeypatch.setattr(logs, "is_tty", lambda: tty)
+        hook = ProgressHook(bar=bar_wanted)
+        hook.before_epoch(trainer)
+        assert (hook.bar is not None) == (tty and bar_wanted)
+        hook.after_step(trainer)
+        hook.after_epoch(trainer)
+        assert hook.bar is None
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert re.search(r"epoch 1/2 \| loss 1\.5000 \| id 1\.5000 \| 10 img/s \| ETA \d:\d\d:\d\d$", line), line
