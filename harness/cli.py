@@ -14,9 +14,11 @@ COMMAND_MODULES = (
     "vireid.harness.commands.import_checkpoint",
     "vireid.harness.commands.eval_features",
     "vireid.harness.commands.protocols",
+    "vireid.harness.commands.listing",
     "vireid.harness.commands.describe_model",
     "vireid.harness.commands.tune",
     "vireid.harness.commands.report",
+    "vireid.harness.commands.scaleout",
     "vireid.harness.commands.ui",
 )
 
@@ -25,11 +27,26 @@ class UserError(Exception):
     """An error caused by the user's input: printed without a traceback, exit code 2."""
 
 
+def version() -> str:
+    """The installed distribution's version; pyproject.toml's in a source tree that is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("vireid-bench")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vireid",
         description="Visible-infrared person re-identification harness (IDKL and baselines).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMMAND_MODULES:
@@ -58,7 +75,10 @@ def one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     from vireid.harness.runtime import configure_environment
 
+    from vireid.harness.logs import configure_logging
+
     configure_environment()  # before any command imports numpy or torch
+    configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -148,6 +148,8 @@ class TrackingConfig:
     enabled: bool = True
     uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db
     experiment: str = "vireid-bench"
+    system_metrics: bool = True  # CPU/GPU/memory every 10 s from a background thread (needs psutil)
+    log_checkpoint: bool = True  # checkpoint.pt and features.npz as run artifacts (large for ResNet-50)
 
 
 @dataclass
@@ -309,6 +311,11 @@ def experiment_path(name_or_path: str) -> Path:
 
 def list_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def list_dataset_overlays() -> list[str]:
+    """The names `--data` accepts: experiments/data/<name>.yaml."""
+    return sorted(p.stem for p in (EXPERIMENTS_DIR / "data").glob("*.yaml"))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

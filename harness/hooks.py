@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -26,15 +28,24 @@ class Hook:
 
 
 class ProgressHook(Hook):
-    """A tqdm bar per epoch showing the loss terms, then a one-line epoch summary."""
+    """One log line per epoch (every loss term, the validation metrics when computed, throughput,
+    ETA), always; a tqdm bar inside the epoch only with `bar` on a terminal.
 
-    def __init__(self, enabled: bool = True, print_fn: Callable[[str], None] = print):
-        self.enabled = enabled
-        self.print_fn = print_fn
+    Put it after the ValidationHook so that the epoch's validation metrics are on its line.
+    """
+
+    def __init__(self, bar: bool = True, logger: logging.Logger | None = None):
+        from vireid.harness.logs import is_tty
+
+        self.bar_enabled = bar and is_tty()
+        self.log = logger or logging.getLogger("vireid.train")
         self.bar = None
+        self.epoch_started = 0.0
+        self.durations: list[float] = []
 
     def before_epoch(self, trainer):
-        if self.enabled:
+        self.epoch_started = time.perf_counter()
+        if self.bar_enabled:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=trainer.steps_per_epoch, initial=trainer.step_in_epoch,
@@ -46,16 +57,21 @@ class ProgressHook(Hook):
             self.bar.set_postfix({k: f"{v:.3f}" for k, v in trainer.last_losses.items()}, refresh=False)
 
     def after_epoch(self, trainer):
+        from vireid.harness.logs import format_duration
+
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self.enabled:
-            row = trainer.history[-1]
-            parts = [f"epoch {row['epoch']}/{trainer.epochs}", f"loss {row['loss']:.4f}"]
-            parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss/")]
-            parts += [f"{k} {v:.2f}" for k, v in row.items() if k.startswith("val/")]
-            parts.append(f"{row['images_per_s']:.0f} img/s")
-            self.print_fn(" | ".join(parts))
+        # Wall time of this process's epochs, validation included (a resumed run has no earlier ones).
+        self.durations.append(time.perf_counter() - self.epoch_started)
+        row = trainer.history[-1]
+        parts = [f"epoch {row['epoch']}/{trainer.epochs}", f"loss {row['loss']:.4f}"]
+        parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss/")]
+        parts += [f"val {k[4:]} {v:.2f}" for k, v in row.items() if k.startswith("val/")]
+        parts.append(f"{row['images_per_s']:.0f} img/s")
+        remaining = trainer.epochs - row["epoch"]
+        parts.append(f"ETA {format_duration(remaining * sum(self.durations) / len(self.durations))}")
+        self.log.info(" | ".join(parts))
 
 
 class HistoryHook(Hook):

@@ -174,11 +174,12 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     scheduler = build_scheduler(optimizer, cfg.milestones, cfg.gamma, cfg.warmup_epochs, cfg.warmup_factor,
                                 cfg.warmup_rule)
 
-    hooks = [ProgressHook(enabled=progress and is_main)]
+    hooks = []
     if len(val_idx):
         hooks.append(ValidationHook(
             validation_fn(core, data, val_idx, cfg.eval_batch_size, eval_transform, device, amp_dtype),
             every=cfg.val_every, metric=cfg.select_metric))
+    hooks.append(ProgressHook(bar=progress and is_main))  # after validation: its metrics are on the line
     if is_main:
         hooks += [HistoryHook(run_dir / "history.csv"), CheckpointHook(run_dir / CHECKPOINT, cfg.checkpoint_every)]
         if use_mlflow:
@@ -203,18 +204,15 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     mlflow_run = contextlib.nullcontext()
     store_errors = tracking.store_errors(params.tracking.uri) if use_mlflow else contextlib.nullcontext()
     if use_mlflow:
-        import mlflow
-
-        tags = tracking.run_tags(params, extra_tags)
+        tags = tracking.run_tags(params, extra_tags, run_dir)
         if mlflow_parent:
             tags["mlflow.parentRunId"] = mlflow_parent
-        with tracking.store_errors(params.tracking.uri):
-            mlflow_run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name or run_dir.name,
-                                          tags=tags)
+        mlflow_run = tracking.training_run(experiment_id, params, run_name or tracking.run_name(params), tags)
     started = time.perf_counter()
     with store_errors, mlflow_run as active:
         if use_mlflow:
             tracking.log_params_flat(params.flat())
+            tracking.log_dataset(params.data.name, params.data.prepared_dir, data.fingerprint)
         trainer.train()
         train_seconds = time.perf_counter() - started
         if cfg.select == "best" and trainer.best_state is not None:
@@ -248,7 +246,9 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
 
             tracking.log_result_metrics(results)
             mlflow.log_metric("train_seconds", train_seconds)
-            for name in ("params.yaml", "history.csv", "metrics.json", "cmc.csv"):
+            names = ["params.yaml", "history.csv", "metrics.json", "cmc.csv"]
+            names += [CHECKPOINT, "features.npz"] if params.tracking.log_checkpoint else []
+            for name in names:
                 mlflow.log_artifact(str(run_dir / name))
             plot = plot_cmc(results, run_dir / "cmc.png")
             if plot:

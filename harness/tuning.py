@@ -8,8 +8,11 @@ the study goes on.
 """
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing as mp
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -77,21 +80,24 @@ def as_overrides(values: dict[str, Any]) -> list[str]:
             for k, v in sorted(values.items())]
 
 
-def ensure_parent_run(study, params: Params) -> str | None:
-    """The study's MLflow parent run id (created once, remembered in the study)."""
+def ensure_parent_run(study, params: Params, n_trials: int) -> str | None:
+    """The study's MLflow parent run id (created once, remembered in the study); a closed one is
+    opened again while the study still lacks finished trials (a resumed or extended study)."""
     if not params.tracking.enabled:
         return None
     from vireid.harness import tracking
     import mlflow
 
-    existing = study.user_attrs.get(PARENT_RUN_ATTR)
-    if existing:
-        return existing
     experiment_id = tracking.connect(params.tracking.uri, params.tracking.experiment)
     client = mlflow.tracking.MlflowClient()
+    existing = study.user_attrs.get(PARENT_RUN_ATTR)
+    if existing:
+        if client.get_run(existing).info.status != "RUNNING" and finished_trials(study) < n_trials:
+            client.update_run(existing, status="RUNNING")
+        return existing
     run = client.create_run(experiment_id, run_name=f"study:{study.study_name}",
                             tags={"optuna_study": study.study_name, "kind": "optuna-study",
-                                  "git_commit": tracking.git_commit()})
+                                  "mlflow.source.git.commit": tracking.git_commit()})
     study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
     return study.user_attrs.get(PARENT_RUN_ATTR, run.info.run_id)
 
@@ -141,6 +147,7 @@ class Objective:
         overrides = trial_overrides(self.base_overrides, cfg, values)
         params = load_params(self.params_path, cfg.experiment, overrides, self.dataset)
         trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # which machine and process ran it
 
         def report(value: float, epoch: int) -> None:
             trial.report(value, epoch)
@@ -158,6 +165,12 @@ class Objective:
         return float(best["value"])
 
 
+def finished_trials(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
+
+
 def worker(params_path: str | None, overrides: list[str], study_name: str, n_trials: int,
            timeout: float | None, out_dir: str, parent_run: str | None, dataset: str | None = None,
            progress: bool = False) -> None:
@@ -166,16 +179,45 @@ def worker(params_path: str | None, overrides: list[str], study_name: str, n_tri
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    from vireid.harness.logs import configure_logging
+
+    configure_logging()  # a spawned worker starts with a fresh logging set-up
     params = load_params(params_path, None, overrides, dataset)
     study = load_study(params.tune, study_name)
     objective = Objective(params_path, overrides, Path(out_dir), parent_run, progress, dataset)
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    remaining = n_trials - len(study.get_trials(deepcopy=False, states=done))
+    remaining = n_trials - finished_trials(study)
     if remaining <= 0:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
-                   callbacks=[MaxTrialsCallback(n_trials, states=done)])
+    # One line per trial (log_trial); each trial's epoch lines only with --progress.
+    epoch_lines = logging.getLogger("vireid.train")
+    level = epoch_lines.level
+    epoch_lines.setLevel(logging.INFO if progress else logging.WARNING)
+    try:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
+                       callbacks=[MaxTrialsCallback(n_trials, states=done), log_trial])
+    finally:
+        epoch_lines.setLevel(level)
+
+
+def log_trial(study, trial) -> None:
+    """One line per finished trial: number, state, value (or the epoch it was pruned at), its
+    sampled values and the study's best so far."""
+    from optuna.trial import TrialState
+
+    parts = [f"trial {trial.number}", trial.state.name]
+    if trial.state == TrialState.COMPLETE:
+        parts.append(f"value {trial.value:.2f}")
+    elif trial.state == TrialState.PRUNED and trial.intermediate_values:
+        epoch = max(trial.intermediate_values)
+        parts.append(f"at epoch {epoch} ({trial.intermediate_values[epoch]:.2f})")
+    parts.append(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items()))
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if complete:
+        best = max(complete, key=lambda t: t.value)
+        parts.append(f"best {best.value:.2f} (trial {best.number})")
+    logging.getLogger("vireid.tune").info(" | ".join(parts))
 
 
 def run_study(params_path: str | None, overrides: list[str], study_name: str | None = None,
@@ -197,7 +239,7 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
     jobs = cfg.jobs if jobs is None else jobs
     study = load_study(cfg, name)
     with store_errors(params.tracking.uri):
-        parent = ensure_parent_run(study, params)
+        parent = ensure_parent_run(study, params, n_trials)
     args = (params_path, list(overrides), name, n_trials, cfg.timeout, str(out_dir), parent, dataset)
     if jobs == 1:
         worker(*args, progress=progress)
@@ -242,11 +284,15 @@ def write_best_params(summary: dict[str, Any], path: str | Path) -> None:
 
 
 def close_parent_run(params: Params, parent: str | None, summary: dict[str, Any]) -> None:
+    """Log the study's result on its parent run and close it, once: the first worker process to
+    finish closes it; one finding it closed already (several machines on one study) leaves it."""
     if not parent:
         return
     import mlflow
 
     client = mlflow.tracking.MlflowClient()
+    if client.get_run(parent).info.status != "RUNNING":
+        return
     if "best_value" in summary:
         client.log_metric(parent, "best_value", summary["best_value"])
         for key, value in summary["params"].items():

@@ -83,19 +83,23 @@ def _cli_json(capsys, *args: str) -> dict:
 
 
 def test_describe_model_cli(capsys):
-    info = _cli_json(capsys, "--method", "idkl", "--backbone", "resnet50", "--num-classes", "395")
+    info = _cli_json(capsys, "-e", "idkl", "--set", "model.backbone=resnet50", "--num-classes", "395")
     assert info["trainable_params"] == 49_485_988 == sum(info["parts"].values())
     assert info["loss_terms"] == ["id", "triplet", "specific_id", "modality", "pseudo_modality", "ip", "bg_kl",
                                   "sm_kl", "distalign"]
-    base = _cli_json(capsys, "--method", "baseline", "--backbone", "resnet50", "--num-classes", "395")
+    base = _cli_json(capsys, "-e", "baseline", "--set", "model.backbone=resnet50", "--num-classes", "395")
     assert set(base["parts"]) == {"front", "shared_back", "bn_necks", "identity_heads"}
-    tiny = _cli_json(capsys, "--method", "idkl", "--backbone", "tiny", "--num-classes", "10")
-    off = _cli_json(capsys, "--method", "idkl", "--backbone", "tiny", "--num-classes", "10", "--set", "ip=false")
+    # The same --set key paths as train and tune (params.yaml's), on the resolved parameters.
+    tiny = _cli_json(capsys, "-e", "idkl", "--num-classes", "10")
+    assert tiny["backbone"] == "tiny"  # params.yaml's default
+    off = _cli_json(capsys, "-e", "idkl", "--num-classes", "10", "--set", "loss.ip.enabled=false")
     assert "ip" not in off["loss_terms"]
-    no_entropy = _cli_json(capsys, "--method", "idkl", "--backbone", "tiny", "--num-classes", "10",
-                           "--set", "ip.entropy=false")
+    no_entropy = _cli_json(capsys, "-e", "idkl", "--num-classes", "10", "--set", "loss.ip.entropy=false")
     assert tiny["parts"]["identity_heads"] - no_entropy["parts"]["identity_heads"] == 128 * 10  # the IP classifier
-    assert cli.main(["describe-model", "--method", "agw", "--backbone", "resnet18", "--num-classes", "10"]) == 0
+    half = _cli_json(capsys, "-e", "agw", "--num-classes", "10", "--set", "model.options.non_local_width=half")
+    assert half["options"]["non_local_width"] == "half"
+    assert cli.main(["describe-model", "-e", "agw", "--set", "model.backbone=resnet18", "--num-classes", "10"]) == 0
     table = capsys.readouterr().out
     assert "non_local" in table and "total" in table
-    assert cli.main(["describe-model", "--method", "nope", "--num-classes", "10"]) == 2
+    assert cli.main(["describe-model", "-e", "nope", "--num-classes", "10"]) == 2
+    assert cli.main(["describe-model", "-e", "idkl", "--set", "loss.nope=1", "--num-classes", "10"]) == 2

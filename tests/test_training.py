@@ -69,12 +69,13 @@ def test_mlflow_run_has_params_metrics_and_artifacts(prepared_tiny, tmp_path):
     assert run.data.params["train.lr"] == str(load_params().train.lr)
     assert run.data.params["model.method"] == "idkl"
     assert run.data.tags["method"] == "idkl" and run.data.tags["dataset"] == "synth-sysu"
-    assert "git_commit" in run.data.tags
+    assert "mlflow.source.git.commit" in run.data.tags
     history = client.get_metric_history(run_id, "loss.id")
     assert [m.step for m in history] == [1, 2]
     assert "test.sysu_all_single.mAP" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"params.yaml", "history.csv", "metrics.json", "cmc.csv", "cmc.png"} <= artifacts
+    assert {"params.yaml", "history.csv", "metrics.json", "cmc.csv", "cmc.png", "checkpoint.pt",
+            "features.npz"} <= artifacts
 
 
 def test_unreachable_tracking_server_fails_before_training(prepared_tiny, tmp_path):

@@ -36,3 +36,19 @@ def bounded_int(low: int, high: int):
 
     parse.__name__ = "integer"
     return parse
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, summary: str, description: str,
+                examples: list[str]) -> argparse.ArgumentParser:
+    """A subcommand whose `--help` has a description and worked examples (kept as written)."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    return subparsers.add_parser(name, help=summary, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Left-aligned columns with a dashed rule under the header (`vireid protocols`, `vireid list`)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+             for line in [header, ["-" * w for w in widths], *rows]]
+    return "\n".join(lines) + "\n"

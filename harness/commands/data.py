@@ -9,17 +9,20 @@ from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from vireid.harness.commands.common import add_params_args, bounded_int
+    from vireid.harness.commands.common import add_command, add_params_args, bounded_int
 
-    p = subparsers.add_parser("data", help="dataset tools: check, synth, prepare, contact-sheet",
-                              description="Validate datasets, write manifests, generate synthetic data and "
-                                          "build the uint8 image cache that training reads.")
+    p = add_command(subparsers, "data", "dataset tools: check, synth, prepare, audit, contact-sheet",
+                    "Validate datasets, write manifests, generate synthetic data and build the uint8 image "
+                    "cache that training reads.",
+                    ["vireid data prepare --data synth-sysu", "vireid data check --dataset sysu --root /data/SYSU-MM01"])
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 
-    check = sub.add_parser("check", help="validate a dataset on disk and write its manifest",
-                           description="Read the dataset's real layout, decode every image, check index files and "
-                                       "identity splits, then write the manifest (records + sidecar JSON).")
+    check = add_command(sub, "check", "validate a dataset on disk and write its manifest",
+                        "Read the dataset's real layout, decode every image, check index files and identity "
+                        "splits, then write the manifest (records + sidecar JSON).",
+                        ["vireid data check --dataset sysu --root /data/SYSU-MM01",
+                         "vireid data check --dataset regdb --root /data/RegDB --split 2 --out regdb2.parquet"])
     check.add_argument("--dataset", required=True, choices=_datasets(), help="layout of the dataset")
     check.add_argument("--root", required=True, metavar="DIR", help="dataset root folder")
     check.add_argument("--out", default=None, metavar="FILE",
@@ -31,9 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     check.set_defaults(handler=run_check)
 
-    synth = sub.add_parser("synth", help="write a synthetic cross-modal dataset in a real layout",
-                           description="Generate synthetic identities seen by visible and infrared cameras, "
-                                       "written exactly as the real dataset is laid out. Deterministic per seed.")
+    synth = add_command(sub, "synth", "write a synthetic cross-modal dataset in a real layout",
+                        "Generate synthetic identities seen by visible and infrared cameras, written exactly as "
+                        "the real dataset is laid out. Deterministic per seed.",
+                        ["vireid data synth --layout sysu --out data/my-synth --seed 0 --ids 200"])
     synth.add_argument("--layout", required=True, choices=_datasets(), help="which real layout to write")
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty, or an older "
                                                                    "synthetic set, which is replaced)")
@@ -59,22 +63,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     synth.set_defaults(handler=run_synth)
 
-    prep = sub.add_parser("prepare", help="(synthesise,) validate and cache the dataset of the params",
-                          description="Resolve params.yaml (+ --data/--experiment/--set), generate the synthetic "
-                                      "dataset if `data.synthetic.enabled`, write <prepared_dir>/manifest.parquet "
-                                      "and the uint8 image cache. Does nothing when everything is up to date.")
+    prep = add_command(sub, "prepare", "(synthesise,) validate and cache the dataset of the params",
+                       "Resolve params.yaml (+ --data/--experiment/--set), generate the synthetic dataset if "
+                       "`data.synthetic.enabled`, write <prepared_dir>/manifest.parquet and the uint8 image cache. "
+                       "Does nothing when everything is up to date.",
+                       ["vireid data prepare --data sysu", "vireid data prepare --data synth-sysu --for-study"])
     add_params_args(prep)
     prep.add_argument("--for-study", action="store_true",
                       help="also cache every other image size that a variant of `study.variants` trains at on "
                            "this dataset (e.g. AGW's 288x144 recipe beside IDKL's 384x144)")
     prep.set_defaults(handler=run_prepare)
 
-    aud = sub.add_parser("audit", help="reference points of a prepared dataset: chance, pixel matchers, cue shuffle",
-                         description="Measure on the prepared test split what a trained model must beat: chance, "
-                                     "nearest neighbours on raw pixels and gradients, a closed-form linear "
-                                     "cross-modal matcher, same-modality retrieval and (synthetic data) a "
-                                     "cue-shuffle table. Writes audit.json and audit.md.",
-                         epilog="example: vireid data audit --data synth-sysu --out reports/audit/synth-sysu")
+    aud = add_command(sub, "audit", "reference points of a prepared dataset: chance, pixel matchers, cue shuffle",
+                      "Measure on the prepared test split what a trained model must beat: chance, nearest "
+                      "neighbours on raw pixels and gradients, a closed-form linear cross-modal matcher, "
+                      "same-modality retrieval and (synthetic data) a cue-shuffle table. Writes audit.json and "
+                      "audit.md.",
+                      ["vireid data audit --data synth-sysu --out reports/audit/synth-sysu"])
     add_params_args(aud)
     aud.add_argument("--out", default=None, metavar="DIR", help="output folder (default reports/audit/<data.name>)")
     aud.add_argument("--doc", default=None, metavar="FILE",
@@ -84,7 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="with --doc: copy DIR/audit.md into the region, measuring nothing")
     aud.set_defaults(handler=run_audit)
 
-    sheet = sub.add_parser("contact-sheet", help="draw a few identities in both modalities into a PNG")
+    sheet = add_command(sub, "contact-sheet", "draw a few identities in both modalities into a PNG",
+                        "Draw a few identities of a dataset on disk, visible and infrared side by side, into one "
+                        "PNG (the README's sample images).",
+                        ["vireid data contact-sheet --root data/prepared/synth-sysu/dataset --out sheet.png"])
     sheet.add_argument("--root", required=True, metavar="DIR", help="dataset root folder")
     sheet.add_argument("--dataset", default="sysu", choices=_datasets(), help="layout (default sysu)")
     sheet.add_argument("--out", default="reports/assets/synthetic_contact_sheet.png", metavar="FILE")

@@ -8,41 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from vireid.harness.commands.common import add_command, add_params_args, resolve
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("describe-model", help="print a method's trainable parameters per part")
-    p.add_argument("--method", required=True, help="a registered method (idkl, baseline, agw)")
-    p.add_argument("--backbone", default="resnet50", help="tiny | resnet18 | resnet34 | resnet50 (default resnet50)")
+    p = add_command(subparsers, "describe-model", "print a method's trainable parameters per part",
+                    "Build the model of the resolved parameters (params.yaml + --experiment + --set, as `vireid "
+                    "train` does) on the meta device and count its trainable parameters per part.",
+                    ["vireid describe-model -e idkl --set model.backbone=resnet50 --num-classes 395",
+                     "vireid describe-model -e agw --set model.options.non_local_width=half --num-classes 395 --json",
+                     "vireid describe-model -e idkl --set loss.ip.enabled=false --num-classes 10"])
+    add_params_args(p)
     p.add_argument("--num-classes", type=int, required=True, help="number of training identities (SYSU-MM01: 395)")
-    p.add_argument("--last-stride", type=int, choices=(1, 2), default=1, help="layer4 stride (default 1)")
-    p.add_argument("--set", dest="loss_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="loss option (repeatable), e.g. --set bg_kl=false --set triplet.margin=0.3")
-    p.add_argument("--option", dest="model_options", action="append", default=[], metavar="KEY=VALUE",
-                   help="model option of the method (repeatable, as model.options), e.g. --option non_local_width=half")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of a table")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
-
-
-def _parse_overrides(items: list[str]) -> dict:
-    """``--set`` items as a loss mapping: ``bg_kl=false``, ``triplet.margin=0.3`` (as in params.yaml)."""
-    from vireid.harness import yamlsafe
-    from vireid.harness.schema import ConfigError
-
-    out: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. bg_kl=false or triplet.margin=0.3")
-        *terms, name = key.strip().split(".")
-        node = out
-        for term in terms:
-            node = node.setdefault(term, {})
-        try:
-            node[name] = yamlsafe.load(value, f"--set {key.strip()}")
-        except yamlsafe.YAMLSyntaxError:
-            node[name] = value
-    return out
 
 
 def describe(method: str, backbone: str, num_classes: int, last_stride: int = 1,
@@ -77,9 +56,10 @@ def describe(method: str, backbone: str, num_classes: int, last_stride: int = 1,
 
 
 def run(args: argparse.Namespace) -> int:
-    options = _parse_overrides(args.model_options) or None
-    info = describe(args.method, args.backbone, args.num_classes, args.last_stride,
-                    _parse_overrides(args.loss_overrides) or None, options)
+    params = resolve(args)
+    model = params.model
+    info = describe(model.method, model.backbone, args.num_classes, model.last_stride, params.loss,
+                    model.options or None)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -11,7 +11,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from vireid.harness.evaluation.protocols import protocol_names
     from vireid.harness.evaluation.rerank import VARIANTS
 
-    p = subparsers.add_parser("eval-features", help="evaluate a features file (.npz) under a protocol")
+    from vireid.harness.commands.common import add_command
+
+    p = add_command(subparsers, "eval-features", "evaluate a features file (.npz) under a protocol",
+                    "Score query/gallery features saved by any code (the `eval-features` .npz format: "
+                    "query_/gallery_ feats, ids, cams, paths) under one named protocol, with or without "
+                    "re-ranking.",
+                    ["vireid eval-features feats.npz --protocol sysu/all/single --perm exp/rand_perm_cam.mat",
+                     "vireid eval-features feats.npz --protocol regdb/v2i --rerank --json out.json"])
     p.add_argument("file", help="features .npz (query_/gallery_ feats, ids, cams, paths)")
     p.add_argument("--protocol", required=True, choices=protocol_names(), metavar="NAME",
                    help="one of: " + ", ".join(protocol_names()))

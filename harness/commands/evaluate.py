@@ -11,11 +11,16 @@ import argparse
 import json
 from pathlib import Path
 
-from vireid.harness.commands.common import add_params_args, resolve
+from vireid.harness.commands.common import add_command, add_params_args, resolve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("evaluate", help="evaluate a trained run's test features under its protocols")
+    p = add_command(subparsers, "evaluate", "evaluate a trained run's test features under its protocols",
+                    "Score a run folder's test features under every protocol of its dataset, with and without "
+                    "re-ranking (eval.rerank_modes); print the headline numbers and write the report's input.",
+                    ["vireid evaluate --data synth-sysu --run-dir runs/synth-sysu/idkl/seed1 --out results/idkl.json",
+                     "vireid evaluate --data sysu --run-dir runs/imported/idkl --out results/imported.json "
+                     "--summary summary.json"])
     add_params_args(p, experiment=False)
     p.add_argument("--run-dir", required=True, help="a folder written by `vireid train` or `vireid import-checkpoint`")
     p.add_argument("--out", required=True, help="metrics JSON for the report (run info + all results)")
@@ -85,5 +90,8 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_json(args.summary, summary_of(results))
     if args.cmc:
         atomic_write_text(args.cmc, cmc_table(results))
+    from vireid.harness.evaluation.evaluate import format_results
+
+    print(format_results(results), end="")
     print(f"wrote {args.out}")
     return 0

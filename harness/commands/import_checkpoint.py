@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vireid.harness.commands.common import add_params_args, resolve
+from vireid.harness.commands.common import add_command, add_params_args, resolve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "import-checkpoint", help="import weights trained with the public IDKL or AGW code into a run folder",
+    p = add_command(
+        subparsers, "import-checkpoint", "import weights trained with the public IDKL or AGW code into a run folder",
+        examples=["vireid import-checkpoint --format idkl-official model_best.pth --out runs/imported/idkl",
+                  "vireid import-checkpoint --format agw-official sysu_agw_p4_n8_lr_0.1_seed_0_best.t "
+                  "--out runs/imported/agw"],
         description="Read a checkpoint saved by the public IDKL code (1KK077/IDKL) or the AGW code "
                     "(mangye16/Cross-Modal-Re-ID-baseline) without executing code, map every parameter and buffer "
                     "onto our idkl / baseline / agw model (strictly: missing, unexpected or mis-shaped keys are "

@@ -5,7 +5,12 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("protocols", help="list the evaluation protocols and the code each follows")
+    from vireid.harness.commands.common import add_command
+
+    p = add_command(subparsers, "protocols", "list the evaluation protocols and the code each follows",
+                    "Every named evaluation protocol: what it ranks (query and gallery cameras), its trials, CMC "
+                    "rule and distance, and the public evaluation code it reproduces. Same as `vireid list "
+                    "protocols`.", ["vireid protocols"])
     p.set_defaults(handler=run)
 
 
@@ -20,11 +25,9 @@ def protocol_table() -> str:
         if p.needs_perm:
             gallery += f" ({p.num_shots} per id/cam)"
         rows.append([p.name, p.dataset, query, gallery, str(p.num_trials), p.cmc, p.distance, p.follows])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines) + "\n"
+    from vireid.harness.commands.common import text_table
+
+    return text_table(header, rows)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,15 +5,20 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "report",
-        help="build reports/report.md + report.html, LaTeX/CSV tables and PNG figures from run metrics",
-        description="Build the results report from <runs>/**/metrics.json, an optional Optuna study and the "
-                    "published-results CSV. Reads only those inputs; never retrains.",
+    from vireid.harness.commands.common import add_command
+
+    p = add_command(
+        subparsers, "report",
+        "build reports/study/report.md + report.html, LaTeX/CSV tables and PNG figures from run metrics",
+        "Build the results report from <runs>/**/metrics.json, an optional Optuna study and the "
+        "published-results CSV. Reads only those inputs; never retrains.",
+        ["vireid report --runs results/metrics --out reports/study",
+         "vireid report --from-report reports/study --readme README.md"],
     )
     p.add_argument("--runs", default=None, metavar="DIR",
                    help="folder searched recursively for metrics.json (required unless --from-report)")
-    p.add_argument("--out", default="reports", metavar="DIR", help="output folder (default: reports)")
+    p.add_argument("--out", default="reports/study", metavar="DIR",
+                   help="output folder (default: reports/study, as the pipeline's report stage)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage: sqlite:///path.db or a journal file ending in .log/.jsonl")
     p.add_argument("--study", default=None, metavar="NAME",

@@ -7,11 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vireid.harness.commands.common import add_params_args, resolve
+from vireid.harness.commands.common import add_command, add_params_args, resolve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train, validate and test one model; log it to MLflow")
+    p = add_command(subparsers, "train", "train, validate and test one model; log it to MLflow",
+                    "Train one variant on one dataset, select on the validation identities, test once under "
+                    "every protocol and write the run folder (params, history, checkpoint, features, metrics). "
+                    "One line per epoch (losses, validation, ETA) goes to stderr; a bar too on a terminal.",
+                    ["vireid train -e idkl --data synth-sysu --set train.epochs=20",
+                     "vireid train -e idkl --resume --run-dir runs/synth-sysu/idkl/seed1",
+                     "vireid train -e baseline --data sysu --ddp --nproc 2"])
     add_params_args(p)
     p.add_argument("--run-dir", default=None, help="output folder (default: runs/<dataset>/<experiment>/seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt if present")
@@ -19,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="apply the overrides of a tuning result (tune/best_params.yaml)")
     p.add_argument("--ddp", action="store_true", help="launch torchrun with --nproc processes")
     p.add_argument("--nproc", type=int, default=2, help="processes for --ddp (default 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (epoch lines stay)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the epoch lines stay)")
     p.set_defaults(handler=run)
 
 

@@ -1,0 +1,43 @@
+"""`vireid repro-matrix`: the stages of one DVC matrix (the study's training runs) N at a time."""
+from __future__ import annotations
+
+import argparse
+
+from vireid.harness.commands.common import add_command
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "repro-matrix", "run one DVC matrix stage's entries N at a time (dvc repro each)",
+                    "Bring what the stage depends on up to date (dvc repro), then run `dvc repro --single-item` "
+                    "for every entry of the matrix stage (train -> train@...), --jobs at a time, one per device "
+                    "with --devices. DVC decides what is stale and records each entry in dvc.lock; run `dvc "
+                    "repro` afterwards for the stages downstream (docs/distributed.md).",
+                    ["vireid repro-matrix train --jobs 2 && dvc repro",
+                     "vireid repro-matrix train --devices 0,1,2,3",
+                     "vireid repro-matrix train --list > stages.txt   # one stage per line, e.g. for a Slurm array"])
+    p.add_argument("stage", help="a stage of dvc.yaml; a matrix stage runs all its entries (e.g. train, evaluate)")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="entries at a time (default 1, or one per device)")
+    p.add_argument("--devices", default=None, metavar="LIST",
+                   help="comma-separated CUDA device ids; each job runs with CUDA_VISIBLE_DEVICES=<one of them>")
+    p.add_argument("--list", action="store_true", help="print the stage names and the stages they depend on; run nothing")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vireid.harness.scaleout import StageError, matrix_stages, repro_matrix
+
+    if args.list:
+        members, upstream = matrix_stages(args.stage)
+        for name in members:
+            print(name)
+        if upstream:
+            print(f"# depends on (run first: dvc repro {' '.join(upstream)})")
+        return 0
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    runs = repro_matrix(args.stage, args.jobs, devices)
+    failed = [r.stage for r in runs if r.returncode]
+    if failed:
+        raise StageError(f"{len(failed)} of {len(runs)} stages failed: {', '.join(failed)} (their output is above); "
+                         "the others are recorded in dvc.lock")
+    return 0
