@@ -23,7 +23,11 @@ setup: $(STAMP)
 	$(BIN)/dvc init -q 2>/dev/null || true
 	$(BIN)/dvc config core.analytics false
 
+# The training and evaluation matrices run study.jobs DVC stages at a time (vireid repro-matrix:
+# DVC releases its lock while a stage runs); `dvc repro` then runs the rest (tune, report).
 study: $(STAMP) .dvc/config
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/vireid repro-matrix train
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/vireid repro-matrix evaluate
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo "report: reports/study/report.md (HTML: reports/study/report.html); runs: make mlflow-ui"
 

@@ -9,7 +9,6 @@ import sys
 COMMAND_MODULES = (
     "vireid.harness.commands.data",
     "vireid.harness.commands.train",
-    "vireid.harness.commands.train_seeds",
     "vireid.harness.commands.evaluate",
     "vireid.harness.commands.import_checkpoint",
     "vireid.harness.commands.eval_features",

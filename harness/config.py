@@ -199,7 +199,7 @@ class StudyConfig:
     variants: list[str] = field(default_factory=lambda: ["idkl"])
     datasets: list[str] = field(default_factory=lambda: ["synth-sysu"])
     seeds: list[int] = field(default_factory=lambda: [0])
-    jobs: int = field(default=1, metadata={"ge": 1, "le": 256})  # `vireid train-seeds`: runs at once
+    jobs: int = field(default=1, metadata={"ge": 1, "le": 256})  # `vireid repro-matrix`: stages at once
     tune_dataset: str = "synth-sysu"
 
 

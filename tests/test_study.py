@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 
-import numpy as np
 import optuna
 import pytest
 import yaml
@@ -88,36 +87,9 @@ def test_pipeline_definition_is_valid_and_covers_the_study():
     for variant in study["variants"]:
         assert variant in list_experiments()
         for dataset in study["datasets"]:
-            assert f"train@{variant}-{dataset}" in names  # every seed of the variant, study.jobs at a time
             for seed in study["seeds"]:
+                assert f"train@{variant}-{dataset}-{seed}" in names
                 assert f"evaluate@{variant}-{dataset}-{seed}" in names
     assert {"tune", "report"} <= names and any(n.startswith("prepare@") for n in names)
     assert set(list_experiments()) == set(study["variants"]), "every experiment is part of the study"
 
-
-def test_train_seeds_trains_each_seed_as_a_lone_run_would(prepared_tiny, tmp_path):
-    """`vireid train-seeds` runs the ordinary `vireid train` per seed, in parallel: each seed's
-    run folder holds the same features as the same seed trained on its own."""
-    from vireid.harness.cli import main
-
-    sets = [a for o in tiny_overrides(prepared_tiny) + ["tracking.enabled=false"] for a in ("--set", o)]
-    assert main(["train-seeds", "--data", "synth-sysu", "-e", "baseline", *sets, "--seeds", "3", "4",
-                 "--jobs", "2", "--out", str(tmp_path / "runs")]) == 0
-    assert main(["train", "--no-progress", "--data", "synth-sysu", "-e", "baseline", *sets,
-                 "--set", "train.seed=4", "--run-dir", str(tmp_path / "alone")]) == 0
-    together = np.load(tmp_path / "runs" / "seed4" / "features.npz")
-    alone = np.load(tmp_path / "alone" / "features.npz")
-    np.testing.assert_array_equal(together["query_feats"], alone["query_feats"])
-    assert (tmp_path / "runs" / "seed3" / "metrics.json").is_file()
-
-
-def test_train_seeds_names_the_seed_that_failed(prepared_tiny, tmp_path, capsys):
-    from vireid.harness.cli import main
-
-    sets = [a for o in tiny_overrides(prepared_tiny) + ["tracking.enabled=false"] for a in ("--set", o)]
-    (tmp_path / "runs").mkdir()
-    (tmp_path / "runs" / "seed2").write_text("a file where the run folder should be")
-    code = main(["train-seeds", "--data", "synth-sysu", "-e", "baseline", *sets, "--seeds", "2",
-                 "--set", "train.epochs=1", "--out", str(tmp_path / "runs")])
-    err = capsys.readouterr().err
-    assert code == 1 and "seed 2: vireid train exited with" in err

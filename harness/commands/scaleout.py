@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "vireid repro-matrix train --devices 0,1,2,3",
                      "vireid repro-matrix train --list > stages.txt   # one stage per line, e.g. for a Slurm array"])
     p.add_argument("stage", help="a stage of dvc.yaml; a matrix stage runs all its entries (e.g. train, evaluate)")
-    p.add_argument("--jobs", "-j", type=int, default=None, help="entries at a time (default 1, or one per device)")
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="entries at a time (default: study.jobs of params.yaml, or one per device)")
+    p.add_argument("--params", default=None, help="parameter file for study.jobs (default: params.yaml)")
     p.add_argument("--devices", default=None, metavar="LIST",
                    help="comma-separated CUDA device ids; each job runs with CUDA_VISIBLE_DEVICES=<one of them>")
     p.add_argument("--list", action="store_true", help="print the stage names and the stages they depend on; run nothing")
@@ -35,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"# depends on (run first: dvc repro {' '.join(upstream)})")
         return 0
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
-    runs = repro_matrix(args.stage, args.jobs, devices)
+    jobs = args.jobs
+    if jobs is None and not devices:
+        from vireid.harness.config import load_params
+
+        jobs = load_params(args.params).study.jobs
+    runs = repro_matrix(args.stage, jobs, devices)
     failed = [r.stage for r in runs if r.returncode]
     if failed:
         raise StageError(f"{len(failed)} of {len(runs)} stages failed: {', '.join(failed)} (their output is above); "
