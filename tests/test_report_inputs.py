@@ -138,7 +138,7 @@ def test_report_command(tmp_path, capsys):
 def test_rerank_variants_are_separate_settings(tmp_path):
     # one seed per variant of re-ranking: the idkl-sysu results are their own tables and rows,
     # never averaged with the standard ones (fixture results carry no variant: standard)
-    from vireid.harness.report.tables import ablation_tables, our_runs_table
+    from vireid.harness.report.tables import our_runs_table, results_tables
 
     fx.make_runs(tmp_path / "runs", datasets=["synth-sysu"], variants=fx.VARIANTS[1:2], seeds=[0, 1])
     path = tmp_path / "runs" / "synth-sysu" / "baseline" / "seed1" / "metrics.json"
@@ -152,18 +152,19 @@ def test_rerank_variants_are_separate_settings(tmp_path):
     settings = {res["rerank"] for run in runs for res in run.results}
     assert sorted(s.label for s in settings) == ["off", "on (idkl-sysu, k1=20, k2=6, lambda=0.3)",
                                                  "on (k1=20, k2=6, lambda=0.3)"]
-    tables = {t.key: t for t in ablation_tables(runs)}
-    assert set(tables) == {"ablation_synth-sysu_rr-off_sqeuclidean-l2norm",
-                           "ablation_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm",
-                           "ablation_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm"}
-    sysu_on = tables["ablation_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm"]
-    assert sysu_on.title.endswith("re-ranking on (idkl-sysu)")
+    tables = {t.key: t for t in results_tables(runs)}
+    protocols = "_sysu-all-single_sysu-indoor-single"
+    assert set(tables) == {"main_synth-sysu_rr-off_sqeuclidean-l2norm",
+                           "rerank_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols,
+                           "rerank_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols}
+    sysu_on = tables["rerank_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols]
+    assert sysu_on.title.endswith("re-ranking on (idkl-sysu, k1=20, k2=6, lambda=0.3)")
     assert {row["n"] for row in sysu_on.csv_rows} == {1} and {row["seeds"] for row in sysu_on.csv_rows} == {"1"}
     assert {row["rerank_variant"] for row in sysu_on.csv_rows} == {"idkl-sysu"}
     r1 = [row for row in sysu_on.csv_rows if row["metric"] == "R1" and row["protocol"] == "sysu/all/single"]
     seed1 = next(r for r in data["results"] if r["rerank"]["enabled"] and r["protocol"] == "sysu/all/single")
     assert r1[0]["mean"] == pytest.approx(seed1["r1"])
-    standard_on = tables["ablation_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm"]
+    standard_on = tables["rerank_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols]
     assert {row["seeds"] for row in standard_on.csv_rows} == {"0"}
     assert {row["rerank_variant"] for row in standard_on.csv_rows} == {"standard"}
     ours = our_runs_table(runs)
