@@ -283,15 +283,19 @@ def _first_with_features(runs: list[Run]) -> dict[str, Run]:
     return out
 
 
-def _distances(run: Run):
+def _distances(run: Run, pick=None):
     """(arrays, query x gallery squared distances with the dataset's normalisation, same-location
-    mask) of a run's test features."""
+    mask) of a run's test features; `pick(n_query, n_gallery)` -> (query rows, gallery rows)
+    selects the rows first (the arrays returned are those rows), so no full matrix is built."""
     import numpy as np
 
     from vireid.harness.evaluation.features_file import load_features
     from vireid.harness.evaluation.protocols import DATASET_RULES
 
     arrays = load_features(run.run_dir / "features.npz")
+    if pick is not None:
+        qs, gs = pick(len(arrays["query_ids"]), len(arrays["gallery_ids"]))
+        arrays = {k: v[qs] if k.startswith("query_") else v[gs] for k, v in arrays.items()}
     rules = DATASET_RULES.get(str(run.params.get("data.dataset", "")), {"normalize": False, "locations": {}})
     q, g = arrays["query_feats"].astype(np.float64), arrays["gallery_feats"].astype(np.float64)
     if rules["normalize"]:
@@ -326,6 +330,22 @@ RETRIEVAL_QUERIES = 4
 RETRIEVAL_TOP = 8
 
 
+def _retrieval_queries(n_query: int, n_gallery: int):
+    """Queries spread evenly over the (id-sorted) query set, against the whole gallery."""
+    import numpy as np
+
+    return np.unique(np.linspace(0, n_query - 1, min(RETRIEVAL_QUERIES, n_query)).round().astype(int)), \
+        np.arange(n_gallery)
+
+
+def _pair_sample(n_query: int, n_gallery: int):
+    """At most MAX_PAIRS_SIDE queries and gallery images, drawn with seed 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return np.sort(rng.permutation(n_query)[:MAX_PAIRS_SIDE]), np.sort(rng.permutation(n_gallery)[:MAX_PAIRS_SIDE])
+
+
 def retrieval_figures(runs: list[Run]) -> list:
     """Per dataset: infrared queries and their top-ranked visible gallery images for the baseline
     and the last ablation row (the full method), the same queries for both; green frame = same
@@ -350,11 +370,8 @@ def retrieval_figures(runs: list[Run]) -> list:
         images, rows = source
         panels = []
         for run in chosen:
-            arrays, dist, same_place = _distances(run)
-            dist = np.where(same_place, np.inf, dist)
-            n_q = len(arrays["query_ids"])
-            picks = np.linspace(0, n_q - 1, min(RETRIEVAL_QUERIES, n_q)).round().astype(int)
-            panels.append((run, arrays, dist, picks))
+            arrays, dist, same_place = _distances(run, _retrieval_queries)
+            panels.append((run, arrays, np.where(same_place, np.inf, dist), range(len(arrays["query_ids"]))))
         top = min(RETRIEVAL_TOP, panels[0][2].shape[1])
         lines = []  # (variant label, query image, query id, [(gallery image, correct)])
         for run, arrays, dist, picks in panels:
@@ -441,12 +458,8 @@ def distance_figures(runs: list[Run]) -> list:
         with plt.rc_context(_RC):
             fig, axes = _grid(len(chosen), ncols=3, width=3.2, height=2.4)
             for ax, run in zip(axes, chosen):
-                arrays, dist, _ = _distances(run)
-                rng = np.random.default_rng(0)
-                qs = np.sort(rng.permutation(dist.shape[0])[:MAX_PAIRS_SIDE])
-                gs = np.sort(rng.permutation(dist.shape[1])[:MAX_PAIRS_SIDE])
-                sub = dist[np.ix_(qs, gs)]
-                same = arrays["query_ids"][qs][:, None] == arrays["gallery_ids"][gs][None, :]
+                arrays, sub, _ = _distances(run, _pair_sample)
+                same = arrays["query_ids"][:, None] == arrays["gallery_ids"][None, :]
                 bins = np.linspace(float(sub.min()), float(sub.max()) + 1e-9, 41)
                 ax.hist(sub[~same], bins=bins, density=True, alpha=0.55, color="tab:red", label="different identity")
                 ax.hist(sub[same], bins=bins, density=True, alpha=0.55, color="tab:green", label="same identity")

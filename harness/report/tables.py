@@ -627,12 +627,8 @@ def to_html(table: Table) -> str:
 
 
 def to_csv(table: Table) -> str:
-    import csv
-    import io
+    """The table's tidy rows (pandas; object columns, so integers stay integers and None is empty)."""
+    import pandas as pd
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=table.csv_columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in table.csv_rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
+    frame = pd.DataFrame(table.csv_rows, columns=table.csv_columns, dtype=object)
+    return frame.to_csv(index=False, lineterminator="\n")
