@@ -204,18 +204,44 @@ def _pdflatex_reason() -> str | None:
     return None
 
 
+def _all_marked(runs_dir: Path) -> list:
+    """The main tables with both marks on every cell: the widest a main table gets."""
+    from vireid.harness.report.collect import TABLE_METRICS, load_runs
+    from vireid.harness.report.comparisons import MarkIndex
+    from vireid.harness.report.tables import Setting, results_tables
+
+    runs = load_runs(runs_dir)
+    marks = MarkIndex()
+    for run in runs:
+        for res in run.results:
+            for metric in TABLE_METRICS:
+                marks.marks[(Setting(run.dataset, res["rerank"], res["distance"]), res["protocol"],
+                             res["direction"], run.variant, metric)] = "†‡"
+    return [t for t in results_tables(runs, marks) if t.meta["kind"] == "main"]
+
+
 @pytest.mark.skipif(_pdflatex_reason() is not None, reason=str(_pdflatex_reason()))
 def test_main_table_fits_a_two_column_page(study, tmp_path):
-    """Every main table (six variants on SYSU; RegDB) compiles in a two-column article's table*
-    without an overfull box."""
+    """Every main table (six variants on SYSU; RegDB), as written and with marks on every cell,
+    compiles in a two-column article's table* without an overfull box."""
+    from vireid.harness.report.tables import to_latex
+
     tables = [p for p in study["direct"]["tables_tex"] if p.name.startswith("main_")]
     assert len(tables) == 2
+    names = []
     for tex in tables:
         shutil.copy(tex, tmp_path / tex.name)
-    body = "\n".join(rf"\input{{{tex.name}}}" for tex in tables)
+        names.append(tex.name)
+    for i, table in enumerate(_all_marked(study["runs"])):
+        text = to_latex(table)
+        assert r"\rlap{$^{\dagger\ddagger}$}" in text
+        (tmp_path / f"marked{i}.tex").write_text(text)
+        names.append(f"marked{i}.tex")
+    assert len(names) == 4
+    body = "\n".join(rf"\input{{{name}}}" for name in names)
     (tmp_path / "paper.tex").write_text(
-        "\\documentclass[twocolumn]{article}\n\\usepackage[T1]{fontenc}\n\\usepackage[utf8]{inputenc}\n"
-        "\\usepackage{booktabs}\n\\begin{document}\n" + body + "\n\\end{document}\n")
+        "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\begin{document}\n" + body
+        + "\n\\end{document}\n")
     proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     log = (tmp_path / "paper.log").read_text(errors="replace")

@@ -555,9 +555,12 @@ def latex_cell(cell: Cell, stacked: bool = False) -> str:
     if cell.is_stat and stacked:
         mean = fmt_number(cell.mean) + (f" (n={cell.n})" if cell.show_n else "")
         mean = rf"\textbf{{{mean}}}" if cell.bold else mean
+        # The marks take no width (\rlap, into the column gap): the numbers stay aligned and the
+        # table keeps its width whichever cells are marked.
+        marks = rf"\rlap{{{_latex_marks(cell)}}}" if cell.marks else ""
         if cell.std is None:
-            return mean + _latex_marks(cell)
-        return (r"\begin{tabular}[t]{@{}r@{}}" + mean + _latex_marks(cell)
+            return mean + marks
+        return (r"\begin{tabular}[t]{@{}r@{}}" + mean + marks
                 + rf"\\{{\scriptsize$\pm${fmt_number(cell.std)}}}\end{{tabular}}")
     text = _stat_text(cell, r"$\pm$") if cell.is_stat else latex_escape(cell.text)
     text = rf"\textbf{{{text}}}" if cell.bold and text else text
