@@ -178,3 +178,23 @@ def test_bad_rerank_variant_names_file_and_key(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ReportError, match=r"results\[1\]\.rerank\.variant' should be a re-ranking variant name"):
         load_runs(tmp_path / "runs")
+
+
+def test_multi_shot_goes_to_a_secondary_table(tmp_path):
+    """Single-shot protocols form the main table; multi-shot (the same metrics under the other
+    real SYSU protocol ids) a secondary one, with the papers' group titles."""
+    from vireid.harness.report.tables import results_tables
+
+    fx.make_runs(tmp_path / "runs", datasets=["synth-sysu"], variants=fx.VARIANTS[1:2], seeds=[0])
+    path = tmp_path / "runs" / "synth-sysu" / "baseline" / "seed0" / "metrics.json"
+    data = json.loads(path.read_text())
+    multi = [dict(res, protocol=res["protocol"].replace("single", "multi")) for res in data["results"]]
+    data["results"] += multi
+    path.write_text(json.dumps(data))
+    tables = [t for t in results_tables(load_runs(tmp_path / "runs")) if not t.meta["rerank"]]
+    assert [t.meta["kind"] for t in tables] == ["main", "other"]
+    main, other = tables
+    assert [g for g, _ in main.groups] == ["", "All-search", "Indoor-search"]
+    assert [g for g, _ in other.groups] == ["", "All-search (multi-shot)", "Indoor-search (multi-shot)"]
+    assert other.title == "synthetic (SYSU-MM01 layout): other protocols, re-ranking off"
+    assert "All-search (multi-shot) = sysu/all/multi (i2v)" in other.notes[-1]
