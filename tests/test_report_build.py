@@ -29,6 +29,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METRICS = [("R1", "r1"), ("R10", "r10"), ("R20", "r20"), ("mAP", "mAP"), ("mINP", "mINP")]
 ABLATION_LABELS = [label for _, label, order, _ in sorted((v for v in fx.VARIANTS if v[2] is not None),
                                                           key=lambda v: v[2])]
+ROW_LABELS = ABLATION_LABELS + ["AGW"]  # ablation rows in order, then the comparison method
+GROUP_TITLES = {"sysu/all/single": "All-search", "sysu/indoor/single": "Indoor-search",
+                "regdb/v2i": "Visible→Thermal", "regdb/i2v": "Thermal→Visible"}
+RR_LABEL = "on (k1=20, k2=6, lambda=0.3)"
+
+
+def _results_title(dataset_label: str, rr: bool) -> str:
+    if rr:
+        return f"{dataset_label}: re-ranking {RR_LABEL}"
+    shots = " (single-shot)" if "SYSU" in dataset_label else ""
+    return f"{dataset_label}: main protocols{shots}, re-ranking off"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +48,7 @@ def built(tmp_path_factory):
     runs = root / "runs"
     fx.make_runs(runs)
     storage = f"sqlite:///{root / 'optuna.db'}"
-    fx.make_study(storage)
+    fx.make_study(storage, n_trials=12)  # enough completed trials for the importances
     best = root / "best_params.yaml"
     best.write_text("loss.bg_kl.weight: 1.5\nloss.sm_kl.weight: 0.5\n")
     written_a = build_report(runs, root / "out_a", storage=storage, study="tune-test", best_params=best)
@@ -78,13 +89,17 @@ def test_outputs_exist(built):
     out = built["out"]
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     figures = sorted((out / "figures").glob("*.png"))
-    # 2 datasets x 2 protocol columns x re-ranking off/on CMC plots + history, intermediate, importances.
+    # 2 datasets x 2 protocol columns x re-ranking off/on CMC plots + the optuna plots; gallery trials
+    # per dataset and protocol (re-ranking off).
     assert len([f for f in figures if f.name.startswith("cmc_")]) == 8
-    assert {f.name for f in figures} >= {"tuning_history.png", "tuning_importances.png", "tuning_intermediate.png"}
+    assert len([f for f in figures if f.name.startswith("trials_")]) == 4
+    assert {f.name for f in figures} >= {"tuning_history.png", "tuning_importances.png", "tuning_intermediate.png",
+                                         "tuning_slice.png", "tuning_parallel.png"}
     for f in figures:
         assert f.read_bytes().startswith(PNG_MAGIC)
-    tex = sorted((out / "tables").glob("ablation_*.tex"))
-    assert len(tex) == 4 and len(list((out / "tables").glob("ablation_*.csv"))) == 4
+    for kind in ("main", "rerank"):
+        assert len(list((out / "tables").glob(f"{kind}_*.tex"))) == 2
+        assert len(list((out / "tables").glob(f"{kind}_*.csv"))) == 2
     for name in ("comparison_ours", "comparison_published", "runs", "tuning_trials", "tuning_best_trial"):
         assert (out / "tables" / f"{name}.tex").is_file() and (out / "tables" / f"{name}.csv").is_file()
     assert set(built["a"]["figures"]) == set(figures)
@@ -96,18 +111,16 @@ def test_ablation_rows_ordered_and_values(built):
     md = built["md"]
     for dataset, (dataset_label, protocols) in fx.DATASETS.items():
         for rr in (False, True):
-            rows = _md_table(md, f"Ablation: {dataset_label}, re-ranking {'on' if rr else 'off'}")
+            rows = _md_table(md, _results_title(dataset_label, rr))
             header, body = rows[0], rows[1:]
-            assert [r[1] for r in body] == ABLATION_LABELS  # ordered by ablation_order, AGW left out
-            assert all(r[2] == "2" for r in body)  # n seeds
-            groups = sorted(set(protocols))
-            for g, (protocol, direction) in enumerate(groups):
+            assert [r[0] for r in body] == ROW_LABELS  # ordered by ablation_order, then AGW
+            for g, (protocol, direction) in enumerate(protocols):  # the papers' column order
                 for m, (label, _) in enumerate(METRICS):
-                    col = 3 + g * len(METRICS) + m
-                    assert header[col] == f"{protocol} ({direction}) · {label}"
+                    col = 1 + g * len(METRICS) + m
+                    assert header[col] == f"{GROUP_TITLES[protocol]} · {label}"
                     means = []
                     for row in body:
-                        values = expected[(dataset, rr, protocol, direction, row[1], label)]
+                        values = expected[(dataset, rr, protocol, direction, row[0], label)]
                         mean, std = statistics.mean(values), statistics.stdev(values)
                         means.append(round(mean, 2))
                         assert row[col].rstrip("†‡").strip("*") == f"{mean:.2f} ± {std:.2f}"
@@ -117,9 +130,10 @@ def test_ablation_rows_ordered_and_values(built):
 
 def test_ablation_csv_matches(built):
     expected = _expected(built["runs"])
-    path = built["out"] / "tables" / "ablation_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm.csv"
+    path = (built["out"] / "tables"
+            / "rerank_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm_sysu-all-single_sysu-indoor-single.csv")
     rows = list(csv.DictReader(path.open()))
-    assert len(rows) == len(ABLATION_LABELS) * 2 * len(METRICS)
+    assert len(rows) == len(ROW_LABELS) * 2 * len(METRICS)
     for row in rows:
         values = expected[("synth-sysu", True, row["protocol"], row["direction"], row["variant_label"], row["metric"])]
         assert float(row["mean"]) == pytest.approx(statistics.mean(values), abs=1e-5)
@@ -129,26 +143,30 @@ def test_ablation_csv_matches(built):
 
 def test_rerank_stamped_and_separate(built):
     md = built["md"]
-    off = md.index("### Re-ranking off")
-    on = md.index("### Re-ranking on")
-    assert off < on
-    for dataset_label, _ in fx.DATASETS.values():
-        t_off = md.index(f"**Table: Ablation: {dataset_label}, re-ranking off**")
-        t_on = md.index(f"**Table: Ablation: {dataset_label}, re-ranking on**")
-        assert off < t_off < on < t_on
-        stamp_on = md[t_on:md.index("|", t_on)]
-        assert "Re-ranking: on (k1=20, k2=6, lambda=0.3)" in stamp_on
-        assert "Distance: sqeuclidean_l2norm" in stamp_on and f"Dataset: {dataset_label}" in stamp_on
-        stamp_off = md[t_off:md.index("|", t_off)]
-        assert "Re-ranking: off" in stamp_off and "k1=" not in stamp_off
-    for tex in (built["out"] / "tables").glob("ablation_*.tex"):
+    main = md.index("### Main results")
+    rerank = md.index("### Re-ranking")
+    assert main < rerank
+    for dataset, (dataset_label, _) in fx.DATASETS.items():
+        t_off = md.index(f"**Table: {_results_title(dataset_label, False)}**")
+        t_on = md.index(f"**Table: {_results_title(dataset_label, True)}**")
+        assert main < t_off < rerank < t_on
+        # Provenance in the note under the table, not in the caption.
+        note_on = md[t_on:md.index("Files:", t_on)].split("\n\n")[-1]
+        assert f"Provenance: dataset {dataset_label} [{dataset}]" in note_on
+        assert f"re-ranking {RR_LABEL}" in note_on and "distance sqeuclidean_l2norm" in note_on
+        assert f"dataset fingerprint fp-{dataset.split('-')[1]}" in note_on
+        note_off = md[t_off:md.index("Files:", t_off)]
+        assert "re-ranking off" in note_off and "k1=" not in note_off
+    for tex in (built["out"] / "tables").glob("*_rr-*.tex"):
+        if not tex.name.startswith(("main_", "rerank_")):
+            continue
         text = tex.read_text()
         assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
-        assert "\\textbf{" in text and "$\\pm$" in text and "\\cmidrule" in text
-        if "rr-on" in tex.name:
-            assert "Re-ranking: on (k1=20, k2=6, lambda=0.3)" in text
-        else:
-            assert "Re-ranking: off" in text
+        assert "\\textbf{" in text and "$\\pm$" in text and "\\cmidrule" in text and "table*" in text
+        caption = re.search(r"\\caption\{(.*)\}", text).group(1)
+        assert len(caption) < 90 and "fingerprint" not in caption
+        assert ("re-ranking on (k1=20, k2=6, lambda=0.3)" if tex.name.startswith("rerank_") else "re-ranking off") \
+            in caption
     # The comparison table labels every row with its re-ranking setting and dataset.
     ours = _md_table(md, "Our runs (measured by this harness)")
     assert {r[4] for r in ours[1:]} == {"off", "on (k1=20, k2=6, lambda=0.3)"}
@@ -158,7 +176,7 @@ def test_rerank_stamped_and_separate(built):
 def test_comparison_sections_separate(built):
     md = built["md"]
     ours, published = md.index("### Our runs"), md.index("### Published results")
-    assert ours < published < md.index("## CMC curves")
+    assert ours < published < md.index("## Figures")
     table = _md_table(md, "Published results (quoted from their sources, not reproduced here)")
     assert table[0][-1] == "Source"
     assert len(table) > 1 and all(r[-1] not in ("", "–") for r in table[1:])
@@ -173,8 +191,8 @@ def test_html_self_contained(built):
     for src in srcs:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC)
-    assert "<b>" in page and "Re-ranking: on (k1=20, k2=6, lambda=0.3)" in page
-    assert page.count('<table class="report"') >= 8
+    assert "<b>" in page and "re-ranking on (k1=20, k2=6, lambda=0.3)" in page
+    assert len(re.findall(r'<table id="T_[^"]+" class="report', page)) >= 8
 
 
 def test_tuning_section(built):
@@ -223,14 +241,15 @@ def test_stale_outputs_removed_and_no_study(tmp_path):
         p.write_text(json.dumps(data))
     second = build_report(runs, out, published_csv=None)
     assert len(second["figures"]) == len(first["figures"]) // 2
-    assert {p.name for p in (out / "figures").glob("cmc_*.png")} == {p.name for p in second["figures"]}
+    assert {p.name for p in (out / "figures").glob("*.png")} - {"mine.png"} == {p.name for p in second["figures"]}
     assert (out / "figures" / "mine.png").read_bytes() == b"not ours"
     md = (out / "report.md").read_text()
     assert "No Optuna study was given" in md
     assert "No published results (no file given)." in md
     # One seed: no std shown, n = 1.
-    rows = _md_table(md, "Ablation: synthetic (SYSU-MM01 layout), re-ranking off")
-    assert all(r[2] == "1" and "±" not in r[3] for r in rows[1:])
+    rows = _md_table(md, "synthetic (SYSU-MM01 layout): main protocols (single-shot), re-ranking off")
+    assert all("±" not in r[1] for r in rows[1:])
+    assert "n = 1 per cell" in md
 
 
 def test_too_few_trials_for_importances(tmp_path):
@@ -242,7 +261,7 @@ def test_too_few_trials_for_importances(tmp_path):
     fx.make_study(JournalStorage(JournalFileBackend(str(journal))), name="few", n_trials=3, n_complete=1)
     build_report(runs, tmp_path / "out", storage=str(journal), published_csv=None)  # the storage's only study
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "Too few completed trials to compute parameter importances: need at least 2, the study has 1." in md
+    assert "Too few completed trials to compute parameter importances: need at least 10, the study has 1." in md
     assert "Study `few`" in md and "1 complete, 2 pruned" in md
     assert (tmp_path / "out" / "figures" / "tuning_history.png").is_file()
     assert not (tmp_path / "out" / "figures" / "tuning_importances.png").exists()

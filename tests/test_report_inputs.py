@@ -138,7 +138,7 @@ def test_report_command(tmp_path, capsys):
 def test_rerank_variants_are_separate_settings(tmp_path):
     # one seed per variant of re-ranking: the idkl-sysu results are their own tables and rows,
     # never averaged with the standard ones (fixture results carry no variant: standard)
-    from vireid.harness.report.tables import ablation_tables, our_runs_table
+    from vireid.harness.report.tables import our_runs_table, results_tables
 
     fx.make_runs(tmp_path / "runs", datasets=["synth-sysu"], variants=fx.VARIANTS[1:2], seeds=[0, 1])
     path = tmp_path / "runs" / "synth-sysu" / "baseline" / "seed1" / "metrics.json"
@@ -152,18 +152,19 @@ def test_rerank_variants_are_separate_settings(tmp_path):
     settings = {res["rerank"] for run in runs for res in run.results}
     assert sorted(s.label for s in settings) == ["off", "on (idkl-sysu, k1=20, k2=6, lambda=0.3)",
                                                  "on (k1=20, k2=6, lambda=0.3)"]
-    tables = {t.key: t for t in ablation_tables(runs)}
-    assert set(tables) == {"ablation_synth-sysu_rr-off_sqeuclidean-l2norm",
-                           "ablation_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm",
-                           "ablation_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm"}
-    sysu_on = tables["ablation_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm"]
-    assert sysu_on.title.endswith("re-ranking on (idkl-sysu)")
+    tables = {t.key: t for t in results_tables(runs)}
+    protocols = "_sysu-all-single_sysu-indoor-single"
+    assert set(tables) == {"main_synth-sysu_rr-off_sqeuclidean-l2norm",
+                           "rerank_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols,
+                           "rerank_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols}
+    sysu_on = tables["rerank_synth-sysu_rr-on-idkl-sysu-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols]
+    assert sysu_on.title.endswith("re-ranking on (idkl-sysu, k1=20, k2=6, lambda=0.3)")
     assert {row["n"] for row in sysu_on.csv_rows} == {1} and {row["seeds"] for row in sysu_on.csv_rows} == {"1"}
     assert {row["rerank_variant"] for row in sysu_on.csv_rows} == {"idkl-sysu"}
     r1 = [row for row in sysu_on.csv_rows if row["metric"] == "R1" and row["protocol"] == "sysu/all/single"]
     seed1 = next(r for r in data["results"] if r["rerank"]["enabled"] and r["protocol"] == "sysu/all/single")
     assert r1[0]["mean"] == pytest.approx(seed1["r1"])
-    standard_on = tables["ablation_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm"]
+    standard_on = tables["rerank_synth-sysu_rr-on-k1-20-k2-6-lam-0.3_sqeuclidean-l2norm" + protocols]
     assert {row["seeds"] for row in standard_on.csv_rows} == {"0"}
     assert {row["rerank_variant"] for row in standard_on.csv_rows} == {"standard"}
     ours = our_runs_table(runs)
@@ -177,3 +178,23 @@ def test_bad_rerank_variant_names_file_and_key(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ReportError, match=r"results\[1\]\.rerank\.variant' should be a re-ranking variant name"):
         load_runs(tmp_path / "runs")
+
+
+def test_multi_shot_goes_to_a_secondary_table(tmp_path):
+    """Single-shot protocols form the main table; multi-shot (the same metrics under the other
+    real SYSU protocol ids) a secondary one, with the papers' group titles."""
+    from vireid.harness.report.tables import results_tables
+
+    fx.make_runs(tmp_path / "runs", datasets=["synth-sysu"], variants=fx.VARIANTS[1:2], seeds=[0])
+    path = tmp_path / "runs" / "synth-sysu" / "baseline" / "seed0" / "metrics.json"
+    data = json.loads(path.read_text())
+    multi = [dict(res, protocol=res["protocol"].replace("single", "multi")) for res in data["results"]]
+    data["results"] += multi
+    path.write_text(json.dumps(data))
+    tables = [t for t in results_tables(load_runs(tmp_path / "runs")) if not t.meta["rerank"]]
+    assert [t.meta["kind"] for t in tables] == ["main", "other"]
+    main, other = tables
+    assert [g for g, _ in main.groups] == ["", "All-search", "Indoor-search"]
+    assert [g for g, _ in other.groups] == ["", "All-search (multi-shot)", "Indoor-search (multi-shot)"]
+    assert other.title == "synthetic (SYSU-MM01 layout): other protocols, re-ranking off"
+    assert "All-search (multi-shot) = sysu/all/multi (i2v)" in other.notes[-1]

@@ -17,6 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--runs", default=None, metavar="DIR",
                    help="folder searched recursively for metrics.json (required unless --from-report)")
+    p.add_argument("--run-files", default=None, metavar="DIR",
+                   help="the training runs' folder (e.g. runs) whose history.csv and features.npz the figures "
+                        "read, matched to each metrics.json by its path below --runs (not needed when --runs is "
+                        "that folder)")
     p.add_argument("--out", default="reports/study", metavar="DIR",
                    help="output folder (default: reports/study, as the pipeline's report stage)")
     p.add_argument("--storage", default=None, metavar="URL",
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                           f"choose from {', '.join(TABLE_METRICS)}")
     written = build_report(args.runs, args.out, storage=args.storage, study=args.study,
                            best_params=args.best_params, published_csv=published, readme=args.readme,
-                           stats_metrics=metrics, audits=_audit_files(args.audit))
+                           stats_metrics=metrics, audits=_audit_files(args.audit), run_files=args.run_files)
     print(f"wrote {written['markdown']}")
     print(f"wrote {written['html']}")
     print(f"wrote {len(written['tables_tex'])} LaTeX tables and {len(written['tables_csv'])} CSVs in "

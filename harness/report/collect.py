@@ -82,6 +82,14 @@ class Run:
     results: list[dict[str, Any]] = field(default_factory=list)
     kind: str = "trained"  # or "imported": weights trained by other code (vireid import-checkpoint)
     source_label: str | None = None  # for imported runs: the code that trained them, e.g. "AGW code"
+    split: int | None = None  # RegDB's official split (data.regdb_split) on RegDB runs, else None
+    run_dir: Path | None = None  # the training run's folder (history.csv, features.npz), when found
+
+    @property
+    def replicate(self) -> Any:
+        """What makes two runs of one variant different replicates: the seed, and on RegDB the
+        split too (the literature's RegDB number is the mean over its 10 splits)."""
+        return self.seed if self.split is None else f"split{self.split}/seed{self.seed}"
 
     @property
     def is_ablation(self) -> bool:
@@ -222,6 +230,19 @@ def _parse_result(check: _Checker, res: Any, where: str) -> dict[str, Any]:
         if out[metric] is not None and not 0.0 <= out[metric] <= 100.0:
             raise check.fail(f"key '{where}.{metric}' should be a percentage in 0..100, got {out[metric]!r}")
     out["n_trials"], out["trial_std"] = _trial_spread(check, res, where)
+    out["per_trial"] = _per_trial(check, res, where)
+    return out
+
+
+def _per_trial(check: _Checker, res: dict, where: str) -> list[dict[str, float]]:
+    """Each gallery trial's metrics (optional in the file), for the trial-spread figure."""
+    rows = res.get("per_trial") or []
+    if not isinstance(rows, list):
+        raise check.fail(f"key '{where}.per_trial' should be a list of per-trial results, got {rows!r}")
+    out = []
+    for i, row in enumerate(rows):
+        out.append({m: check.number(row, m, f"{where}.per_trial[{i}]") for m in TABLE_METRICS
+                    if isinstance(row, dict) and m in row})
     return out
 
 
@@ -285,6 +306,10 @@ def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None)
     if kind == "imported":
         imported = check.get(run, "imported", "run")
         source_label = check.text(imported, "label", "run.imported")
+    flat = flatten_params(params)
+    split = flat.get("data.regdb_split") if flat.get("data.dataset") == "regdb" else None
+    if split is not None and (isinstance(split, bool) or not isinstance(split, int)):
+        raise check.fail(f"key 'run.params.data.regdb_split' should be a RegDB split number 1..10, got {split!r}")
     if runs_dir is not None:
         try:
             rel = path.parent.resolve().relative_to(Path(runs_dir).resolve()).as_posix()
@@ -292,6 +317,9 @@ def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None)
             rel = path.parent.as_posix()
     else:
         rel = path.parent.as_posix()
+    parsed = [_parse_result(check, res, f"results[{i}]") for i, res in enumerate(results)]
+    for res in parsed:
+        res["split"] = split  # the aggregation over RegDB splits reads it per result
     return Run(
         path=path,
         rel=rel or ".",
@@ -305,28 +333,49 @@ def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None)
         mlflow_run_id=check.text(run, "mlflow_run_id", "run", required=False),
         git_commit=check.text(run, "git_commit", "run", required=False),
         train_seconds=train_seconds,
-        params=flatten_params(params),
-        results=[_parse_result(check, res, f"results[{i}]") for i, res in enumerate(results)],
+        params=flat,
+        results=parsed,
         kind=kind,
         source_label=source_label,
+        split=split,
     )
 
 
-def load_runs(runs_dir: str | os.PathLike) -> list[Run]:
-    """Every run under `runs_dir`, validated, in sorted path order.
+RUN_FILES = ("history.csv", "features.npz")
 
-    Two results with the same (variant, dataset, seed, protocol, direction, re-ranking, distance)
-    are an error: they would silently count as two seeds.
+
+def find_run_dir(run: Run, run_files: str | os.PathLike | None) -> Path | None:
+    """The training run folder of `run`: its metrics.json's own folder when that holds the
+    training files (``--runs runs``), else ``<run_files>/<rel>`` (the study's ``results/metrics``
+    mirrors ``runs/``'s layout), else None."""
+    for folder in (run.path.parent, None if run_files is None else Path(run_files) / run.rel):
+        if folder is not None and any((folder / name).is_file() for name in RUN_FILES):
+            return folder
+    return None
+
+
+def load_runs(runs_dir: str | os.PathLike, run_files: str | os.PathLike | None = None) -> list[Run]:
+    """Every run under `runs_dir`, validated, in sorted path order, each with its training
+    folder (see :func:`find_run_dir`) when one is found.
+
+    Two results with the same (variant, dataset, replicate, protocol, direction, re-ranking,
+    distance) are an error: they would silently count as two seeds.
     """
+    if run_files is not None and not Path(run_files).is_dir():
+        raise ReportError(f"run files folder not found: {run_files} (expected the training runs' folder, "
+                          "e.g. runs)")
     runs = [load_run(p, runs_dir) for p in find_metrics_files(runs_dir)]
+    for run in runs:
+        run.run_dir = find_run_dir(run, run_files)
     seen: dict[tuple, Path] = {}
     for run in runs:
         for res in run.results:
-            key = (run.variant, run.dataset, json.dumps(run.seed, sort_keys=True), res["protocol"],
+            key = (run.variant, run.dataset, json.dumps(run.replicate, sort_keys=True), res["protocol"],
                    res["direction"], res["rerank"], res["distance"])
             if key in seen and seen[key] != run.path:
                 raise ReportError(
-                    f"duplicate result for variant {run.variant!r}, dataset {run.dataset!r}, seed {run.seed!r}, "
+                    f"duplicate result for variant {run.variant!r}, dataset {run.dataset!r}, seed {run.seed!r}"
+                    + ("" if run.split is None else f" of RegDB split {run.split}") + ", "
                     f"protocol {res['protocol']!r} ({res['direction'] or 'no direction'}), re-ranking "
                     f"{res['rerank'].label}: in {seen[key]} and {run.path}; keep one run per seed")
             if key in seen:

@@ -28,9 +28,10 @@ from vireid.harness.report.comparisons import (STATS_FILE, STATS_METRICS, MarkIn
 from vireid.harness.report.reference import best_matcher, load_audits, reference_tables
 from vireid.harness.report.stats import ALPHA, POWER
 from vireid.harness.report.summary import check_readme, summary_markdown, summary_parts, write_readme
-from vireid.harness.report.figures import (Figure, cmc_figures, importance_figure, intermediate_values,
-                                    optimization_history)
-from vireid.harness.report.tables import (Table, ablation_tables, our_runs_table, published_table, run_table,
+from vireid.harness.report.figures import (MIN_IMPORTANCE_TRIALS, Figure, cmc_figures, distance_figures,
+                                           importance_figure, retrieval_figures, training_figures, trial_figures,
+                                           tuning_figures)
+from vireid.harness.report.tables import (Table, our_runs_table, published_table, results_tables, run_table,
                                    simple_table, to_csv, to_html, to_latex, to_markdown)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -236,16 +237,9 @@ def _study_blocks(study) -> list:
         rows = [[k, _value_text(v)] for k, v in sorted(best.params.items())]
         blocks.append(TableBlock(simple_table("tuning_best_trial", f"Best trial ({best.number}) parameters",
                                               ["Parameter", "Value"], rows)))
-    # History and intermediate values.
-    blocks.append(Heading(3, "Optimization history"))
-    fig = optimization_history(study)
-    if fig is None:
-        blocks.append(Para("No optimization history to plot (no completed single-objective trial)."))
-    else:
-        blocks.append(fig)
-    fig = intermediate_values(study)
-    if fig is not None:
-        blocks.append(fig)
+    # History, intermediate values, slice and parallel coordinates.
+    blocks.append(Heading(3, "Tuning plots"))
+    blocks += _figure_blocks(tuning_figures(study))
     # Importances.
     blocks.append(Heading(3, "Parameter importances"))
     blocks += _importance_blocks(study, complete)
@@ -273,9 +267,9 @@ def _importance_blocks(study, complete: list) -> list:
 
     if len(study.directions) > 1:
         return [Para("Parameter importances are not computed for a multi-objective study.")]
-    if len(complete) < 2:
-        return [Para(f"Too few completed trials to compute parameter importances: need at least 2, the study has "
-                     f"{len(complete)}.")]
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
+        return [Para(f"Too few completed trials to compute parameter importances: need at least "
+                     f"{MIN_IMPORTANCE_TRIALS}, the study has {len(complete)}.")]
     try:
         importances = optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
@@ -283,14 +277,47 @@ def _importance_blocks(study, complete: list) -> list:
         return [Para(f"Parameter importances could not be computed: {exc}")]
     if not importances:
         return [Para("No parameter varied across the completed trials, so there are no importances to show.")]
-    out: list = []
-    fig = importance_figure(importances, study.study_name)
-    if fig is not None:
-        out.append(fig)
     rows = [[name, f"{value:.4f}"] for name, value in importances.items()]
-    out.append(TableBlock(simple_table("tuning_importances", "Parameter importances (fANOVA, seed 0)",
-                                       ["Parameter", "Importance"], rows, align=["l", "r"])))
-    return out
+    return [importance_figure(study),
+            TableBlock(simple_table("tuning_importances", "Parameter importances (fANOVA, seed 0)",
+                                    ["Parameter", "Importance"], rows, align=["l", "r"]))]
+
+
+def _figure_blocks(items: list) -> list:
+    """Figures as they are; a figure's missing-input note (a str) as a paragraph."""
+    return [Para(item) if isinstance(item, str) else item for item in items]
+
+
+def _results(runs: list[Run], marks: MarkIndex) -> list:
+    tables = results_tables(runs, marks)
+    if not tables:
+        return [Heading(2, "Results"), Para("No runs with results were found.")]
+    blocks: list = [Heading(2, "Results"), Para(
+        "Rows are variants (ablation rows in ablation order, then comparison methods, then imported checkpoints); "
+        "column groups are the protocols papers report, each R1 / R10 / R20 / mAP / mINP. The main tables hold each "
+        "dataset's main protocols with re-ranking off; the other protocols and re-ranking follow in secondary "
+        "tables.")]
+    for kind, head in (("main", "Main results"), ("other", "Other protocols (multi-shot, reference-code evaluations)"),
+                       ("rerank", "Re-ranking")):
+        chosen = [t for t in tables if t.meta["kind"] == kind]
+        if chosen:
+            blocks.append(Heading(3, head))
+            blocks += [TableBlock(t) for t in chosen]
+    return blocks
+
+
+def _figures(runs: list[Run]) -> list:
+    blocks: list = [Heading(2, "Figures"), Heading(3, "CMC curves")]
+    blocks += cmc_figures(runs)
+    blocks.append(Heading(3, "Training curves"))
+    blocks += _figure_blocks(training_figures(runs))
+    blocks.append(Heading(3, "Retrieval examples"))
+    blocks += _figure_blocks(retrieval_figures(runs))
+    blocks.append(Heading(3, "Cross-modal distances"))
+    blocks += _figure_blocks(distance_figures(runs))
+    blocks.append(Heading(3, "Gallery trials"))
+    blocks += trial_figures(runs) or [Para("No protocol has more than one gallery trial.")]
+    return blocks
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,14 +327,18 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
                  study: str | None = None, best_params: str | os.PathLike | None = None,
                  published_csv: str | os.PathLike | None = DEFAULT_PUBLISHED, readme: str | os.PathLike | None = None,
                  stats_metrics: tuple[str, ...] = STATS_METRICS, alpha: float = ALPHA,
-                 power: float = POWER, audits: list[str | os.PathLike] | tuple = ()) -> dict[str, Any]:
+                 power: float = POWER, audits: list[str | os.PathLike] | tuple = (),
+                 run_files: str | os.PathLike | None = None) -> dict[str, Any]:
     """Build the report from `runs_dir` into `out_dir` and return the written paths:
     ``{"markdown": Path, "html": Path, "tables_tex": [...], "tables_csv": [...], "figures": [...],
     "stats": Path, "summary": Path, "readme": Path or None}``.
 
     `stats_metrics` are the metrics the paired tests cover (and the Holm family with them);
     `readme`, a Markdown file with a results region, gets that region replaced by the summary;
-    `audits` are `vireid data audit` outputs (audit.json), shown as the reference points.
+    `audits` are `vireid data audit` outputs (audit.json), shown as the reference points;
+    `run_files` is the training runs' folder (``runs``) whose history.csv and features.npz the
+    figures read, matched to each metrics.json by its path below `runs_dir` (not needed when
+    `runs_dir` is that folder itself).
 
     `storage` is an Optuna storage URL (``sqlite:///...``) or a journal file (``*.log``/``*.jsonl``);
     `study` the study name (optional when the storage holds one study). Raises
@@ -318,7 +349,7 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
     runs_dir_text = str(runs_dir)
     out = Path(out_dir)
     # Read everything first: an input error writes nothing.
-    runs = load_runs(runs_dir)
+    runs = load_runs(runs_dir, run_files)
     published = load_published(published_csv)
     study_obj = load_study(storage, study) if storage is not None else None
     best = load_best_params(best_params)
@@ -333,15 +364,7 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
     blocks += _summary(runs, runs_dir_text)
     blocks += _results_summary(parts)
 
-    blocks.append(Heading(2, "Ablation"))
-    abl = ablation_tables(runs, MarkIndex.of(comparisons))
-    if not abl:
-        blocks.append(Para("No ablation runs (runs with `ablation_order` set) were found."))
-    for rr_on in (False, True):
-        chosen = [t for t in abl if t.meta["rerank"] == rr_on]
-        if chosen:
-            blocks.append(Heading(3, f"Re-ranking {'on' if rr_on else 'off'}"))
-            blocks += [TableBlock(t) for t in chosen]
+    blocks += _results(runs, MarkIndex.of(comparisons))
 
     blocks += _statistics(runs, comparisons, mdds, alpha, power)
 
@@ -361,8 +384,7 @@ def build_report(runs_dir: str | os.PathLike, out_dir: str | os.PathLike, storag
                            f"`{_display_path(published_csv)}`. Not comparable with our runs above."))
         blocks.append(TableBlock(published_table(published)))
 
-    blocks.append(Heading(2, "CMC curves"))
-    blocks += cmc_figures(runs)
+    blocks += _figures(runs)
 
     blocks += _tuning(study_obj, best, None if best_params is None else str(best_params))
 
@@ -493,26 +515,6 @@ def render_markdown(blocks: list) -> str:
 # --------------------------------------------------------------------------------------------
 # HTML
 # --------------------------------------------------------------------------------------------
-_CSS = """
-body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
-padding:0 1em;color:#1f2328;line-height:1.45}
-h1,h2,h3{line-height:1.2}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:2em}
-code{background:#f3f4f6;padding:0 .25em;border-radius:3px;font-size:90%}
-.table-wrap{overflow-x:auto;margin:1em 0 1.8em}
-table.report{border-collapse:collapse;font-size:13px;margin:.5em 0}
-table.report th,table.report td{padding:3px 8px;white-space:nowrap}
-table.report thead tr:first-child th{border-top:2px solid #1f2328}
-table.report thead tr:last-child th{border-bottom:1px solid #1f2328}
-table.report tbody tr:last-child td{border-bottom:2px solid #1f2328}
-table.report th.group{border-bottom:1px solid #8c959f;text-align:center}
-.r{text-align:right}.l{text-align:left}
-.caption{font-weight:600;margin:0}.stamp{margin:.2em 0;padding-left:1.2em;font-size:13px;color:#424a53}
-.note{font-size:12px;color:#57606a;margin:.2em 0}
-figure{margin:1em 0 2em}figure img{max-width:100%;height:auto;border:1px solid #d0d7de}
-figcaption{font-size:12px;color:#57606a}
-""".strip()
-
-
 def _inline(text: str) -> str:
     """Escape text, turning `code` spans into <code>."""
     pieces = re.split(r"`([^`]*)`", text)
@@ -527,36 +529,31 @@ def _anchor(text: str) -> str:
 
 
 def render_html(blocks: list) -> str:
-    body: list[str] = []
-    title = "vireid-bench report"
+    """The page: the blocks as plain values, laid out by the one Jinja2 template
+    (``templates/report.html.j2``, autoescaped; tables and inline code come pre-rendered)."""
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("vireid.harness.report", "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    title, items = "vireid-bench report", []
     for block in blocks:
         if isinstance(block, Heading):
-            if block.level == 1:
-                title = block.text
-            body.append(f'<h{block.level} id="{_anchor(block.text)}">{_inline(block.text)}</h{block.level}>')
+            title = block.text if block.level == 1 else title
+            items.append({"kind": "heading", "level": block.level, "anchor": _anchor(block.text),
+                          "html": Markup(_inline(block.text))})
         elif isinstance(block, Para):
-            body.append(f"<p>{_inline(block.text)}</p>")
+            items.append({"kind": "para", "html": Markup(_inline(block.text))})
         elif isinstance(block, Bullets):
-            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
+            items.append({"kind": "bullets", "entries": [Markup(_inline(i)) for i in block.items]})
         elif isinstance(block, Code):
-            body.append(f"<pre><code>{html.escape(block.text)}</code></pre>")
+            items.append({"kind": "code", "text": block.text})
         elif isinstance(block, TableBlock):
             t = block.table
-            part = ['<div class="table-wrap">', f'<p class="caption">Table: {html.escape(t.title)}</p>']
-            if t.stamp:
-                part.append('<ul class="stamp">' + "".join(f"<li>{html.escape(s)}</li>" for s in t.stamp) + "</ul>")
-            part.append(to_html(t))
-            for note in t.notes:
-                part.append(f'<p class="note">{html.escape(note)}</p>')
-            part.append('<p class="note">Files: ' + ", ".join(f"<code>{html.escape(f)}</code>" for f in block.files)
-                        + "</p>")
-            part.append("</div>")
-            body.append("\n".join(part))
+            items.append({"kind": "table", "key": t.key, "title": t.title, "stamp": t.stamp, "notes": t.notes,
+                          "files": block.files, "table": Markup(to_html(t))})
         elif isinstance(block, Image):
-            data = base64.b64encode(block.figure.png).decode("ascii")
-            body.append(f'<figure id="{html.escape(block.figure.key)}"><img alt="{html.escape(block.figure.title)}" '
-                        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(block.figure.caption)} '
-                        f"(<code>{html.escape(block.rel)}</code>)</figcaption></figure>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>\n{_CSS}\n</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+            items.append({"kind": "image", "key": block.figure.key, "title": block.figure.title,
+                          "caption": block.figure.caption, "rel": block.rel,
+                          "data": base64.b64encode(block.figure.png).decode("ascii")})
+    return env.get_template("report.html.j2").render(title=title, blocks=items)

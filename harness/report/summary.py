@@ -19,7 +19,7 @@ from vireid.harness.report.collect import METRIC_LABELS, Run, variant_sort_key
 from vireid.harness.report.comparisons import (KIND_BASELINE, KIND_PREVIOUS, MARKS, Comparison, StudyMdd,
                                                fmt_ci, fmt_p, fmt_signed, na_text)
 from vireid.harness.report.tables import (MISSING, Cell, Setting, Table, _result_index, _variant_info,
-                                          protocol_label, seed_stat, slug, to_markdown)
+                                          protocol_label, replicate_stat, slug, to_markdown)
 
 # The protocol each dataset's papers lead with.
 HEADLINE_PROTOCOLS = ("sysu/all/single", "regdb/v2i", "llcm/v2i")
@@ -116,7 +116,7 @@ def headline_table(runs: list[Run], comparisons: list[Comparison], head: Headlin
         row = [Cell(info[variant]["label"]), Cell(str(len(entries)))]
         csv = {"variant": variant, "variant_label": info[variant]["label"], "n": len(entries)}
         for metric in metrics:
-            stat = seed_stat([res[metric] for _, res in entries], [s for s, _ in entries])
+            stat = replicate_stat(entries, metric)
             row.append(Cell(mean=stat.mean, std=stat.std, n=stat.n))
             csv[METRIC_LABELS[metric]] = round(stat.mean, 6)
         for metric in metrics:

@@ -111,13 +111,14 @@ def protocol_label(protocol: str, direction: str) -> str:
 
 
 def _result_index(runs: list[Run]) -> dict[tuple, list[tuple[Any, dict]]]:
-    """(setting, protocol, direction, variant) -> [(seed, result), ...] in run order."""
+    """(setting, protocol, direction, variant) -> [(replicate, result), ...] in run order: the
+    replicate is the seed (on RegDB, split and seed; see :attr:`Run.replicate`)."""
     index: dict[tuple, list[tuple[Any, dict]]] = {}
     for run in runs:
         for res in run.results:
             key = (Setting(run.dataset, res["rerank"], res["distance"]), res["protocol"], res["direction"],
                    run.variant)
-            index.setdefault(key, []).append((run.seed, res))
+            index.setdefault(key, []).append((run.replicate, res))
     return index
 
 
@@ -137,20 +138,6 @@ def _dataset_labels(runs: list[Run]) -> dict[str, str]:
     for run in runs:
         labels.setdefault(run.dataset, run.dataset_label)
     return labels
-
-
-def _stamp(setting: Setting, dataset_label: str, protocols: list[str], fingerprints: set[str]) -> list[str]:
-    lines = [f"Dataset: {dataset_label} [{setting.dataset}]",
-             f"Re-ranking: {setting.rerank.label}",
-             f"Distance: {setting.distance}",
-             f"Protocols: {', '.join(protocols)}"]
-    fingerprints = {f for f in fingerprints if f}
-    if len(fingerprints) == 1:
-        lines.append(f"Dataset fingerprint: {next(iter(fingerprints))}")
-    elif len(fingerprints) > 1:
-        lines.append("WARNING: the runs in this table saw different dataset fingerprints: "
-                     + ", ".join(sorted(fingerprints)))
-    return lines
 
 
 VALUE_NOTE = ("Values: mean ± std over seeds (sample std, ddof=1), each seed's value being the mean over the "
@@ -180,64 +167,155 @@ def _n_text(ns: list[int]) -> str:
     return str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
 
 
-def ablation_tables(runs: list[Run], marks=None) -> list[Table]:
-    """One table per (dataset, re-ranking setting, distance): rows = ablation variants ordered by
-    ablation_order, column groups = protocols, columns = R1 / R10 / R20 / mAP / mINP.
+# The protocols a dataset's papers lead with, in the papers' column order, with their column
+# titles; every other protocol goes in a secondary table.
+MAIN_PROTOCOLS = {
+    "sysu": ("sysu/all/single", "sysu/indoor/single"),
+    "regdb": ("regdb/v2i", "regdb/i2v"),
+    "llcm": ("llcm/v2i", "llcm/i2v"),
+}
+PROTOCOL_TITLES = {
+    "sysu/all/single": "All-search", "sysu/indoor/single": "Indoor-search",
+    "sysu/all/multi": "All-search (multi-shot)", "sysu/indoor/multi": "Indoor-search (multi-shot)",
+    "regdb/v2i": "Visible→Thermal", "regdb/i2v": "Thermal→Visible",
+    "regdb-agw/v2i": "Visible→Thermal (AGW eval)", "regdb-agw/i2v": "Thermal→Visible (AGW eval)",
+    "llcm/v2i": "Visible→Infrared", "llcm/i2v": "Infrared→Visible",
+    "llcm-deen/v2i": "Visible→Infrared (DEEN eval)", "llcm-deen/i2v": "Infrared→Visible (DEEN eval)",
+}
+# Protocol groups per table: 2 x 5 metric columns is what fits a two-column paper's table* and
+# a 1280 px page with mean ± sd cells.
+GROUPS_PER_TABLE = 2
+
+
+def protocol_title(protocol: str) -> str:
+    """The column-group title papers use (`All-search`, `Visible→Thermal`); the id otherwise."""
+    return PROTOCOL_TITLES.get(protocol, protocol)
+
+
+def _protocol_order(protocol: str) -> tuple:
+    names = list(PROTOCOL_TITLES)
+    return (names.index(protocol) if protocol in names else len(names), protocol)
+
+
+def replicate_stat(entries: list[tuple[Any, dict]], metric: str) -> Stat:
+    """A cell's statistic. Over seeds; on RegDB runs of several official splits, over splits:
+    each split's value is the mean over its seeds and the cell is mean ± sd over the splits
+    (the literature's RegDB result is the mean over the 10 splits, one model each)."""
+    splits = sorted({res.get("split") for _, res in entries} - {None})
+    if len(splits) <= 1:
+        return seed_stat([res[metric] for _, res in entries], [s for s, _ in entries])
+    per_split = [statistics.fmean(res[metric] for _, res in entries if res.get("split") == split) for split in splits]
+    return seed_stat(per_split, [f"split{split}" for split in splits])
+
+
+def _splits(entries: list[tuple[Any, dict]]) -> list[int]:
+    return sorted({res.get("split") for _, res in entries} - {None})
+
+
+def results_tables(runs: list[Run], marks=None) -> list[Table]:
+    """The paper-form results tables: rows = variants (ablation rows by ablation_order, then the
+    comparison methods, then imported checkpoints), column groups = protocols, each R1 / R10 /
+    R20 / mAP / mINP. Per (dataset, re-ranking, distance): the main table holds the dataset's
+    main protocols (:data:`MAIN_PROTOCOLS`) with re-ranking off; every other protocol (multi-shot,
+    the reference codes' variants) and every re-ranking setting goes in secondary tables of at
+    most :data:`GROUPS_PER_TABLE` protocols. ``meta["kind"]`` is ``main``, ``other`` or ``rerank``.
 
     `marks` (a :class:`vireid.harness.report.comparisons.MarkIndex`) adds the resolved-difference
     marks to the tested cells and their legend to the notes."""
+    from vireid.harness.evaluation.protocols import get_protocol
+
     index = _result_index(runs)
     info = _variant_info(runs)
     labels = _dataset_labels(runs)
-    settings = sorted({key[0] for key in index}, key=Setting.sort_key)
     tables = []
-    for setting in settings:
-        keys = [k for k in index if k[0] == setting and info[k[3]]["order"] is not None]
-        if not keys:
-            continue
-        protocols = sorted({(k[1], k[2]) for k in keys})
-        variants = sorted({k[3] for k in keys}, key=lambda v: variant_sort_key(info[v]["order"], v))
-        rows, csv_rows, fingerprints = [], [], set()
-        for variant in variants:
-            cells, ns = [], []
-            for protocol, direction in protocols:
-                entries = index.get((setting, protocol, direction, variant), [])
-                fingerprints.update(res["dataset_fingerprint"] for _, res in entries)
-                for metric in TABLE_METRICS:
-                    stat = (seed_stat([res[metric] for _, res in entries], [s for s, _ in entries])
-                            if entries else None)
-                    cells.append(_stat_cell(stat))
-                    if marks is not None:
-                        cells[-1].marks = marks.marks.get((setting, protocol, direction, variant, metric), "")
-                    if stat is not None:
-                        ns.append(stat.n)
-                        csv_rows.append(_csv_stat_row(setting, labels[setting.dataset], protocol, direction,
-                                                      variant, info[variant], metric, stat))
-            if len(set(ns)) > 1:
-                for c in cells:
-                    c.show_n = c.is_stat
-            order = info[variant]["order"]
-            order_text = f"{order:g}"
-            rows.append([Cell(order_text), Cell(info[variant]["label"]), Cell(_n_text(ns))] + cells)
-        _mark_best(rows, range(3, 3 + len(protocols) * len(TABLE_METRICS)))
-        plabels = [protocol_label(p, d) for p, d in protocols]
-        rr = "off" if not setting.rerank.enabled else (
-            "on" if setting.rerank.variant == "standard" else f"on ({setting.rerank.variant})")
-        legend = marks.legend(setting, marks.family_sizes.get(setting, 0)) if marks is not None else None
-        tables.append(Table(
-            key=f"ablation_{slug(setting.dataset)}_{setting.rerank.slug}_{slug(setting.distance)}",
-            title=f"Ablation: {labels[setting.dataset]}, re-ranking {rr}",
-            columns=["#", "Variant", "n"] + [METRIC_LABELS[m] for _ in protocols for m in TABLE_METRICS],
-            groups=[("", 3)] + [(label, len(TABLE_METRICS)) for label in plabels],
-            rows=rows,
-            stamp=_stamp(setting, labels[setting.dataset], plabels, fingerprints),
-            notes=[VALUE_NOTE] + ([legend] if legend else []),
-            align=["r", "l", "r"] + ["r"] * (len(protocols) * len(TABLE_METRICS)),
-            csv_rows=csv_rows,
-            csv_columns=CSV_STAT_COLUMNS,
-            meta={"rerank": setting.rerank.enabled, "dataset": setting.dataset},
-        ))
+    for setting in sorted({key[0] for key in index}, key=Setting.sort_key):
+        keys = [k for k in index if k[0] == setting]
+        protocols = sorted({(k[1], k[2]) for k in keys}, key=lambda p: _protocol_order(p[0]))
+        main = [p for p in protocols if p[0] in MAIN_PROTOCOLS.get(get_protocol(p[0]).dataset, ())]
+        rest = [p for p in protocols if p not in main]
+        if setting.rerank.enabled:
+            chunks = [("rerank", protocols[i:i + GROUPS_PER_TABLE])
+                      for i in range(0, len(protocols), GROUPS_PER_TABLE)]
+        else:
+            chunks = [("main", main)] if main else []
+            chunks += [("other", rest[i:i + GROUPS_PER_TABLE]) for i in range(0, len(rest), GROUPS_PER_TABLE)]
+        for kind, chosen in chunks:
+            tables.append(_variant_table(setting, labels[setting.dataset], kind, chosen, index, info, marks))
     return tables
+
+
+def _variant_table(setting: Setting, dataset_label: str, kind: str, protocols: list[tuple[str, str]],
+                   index: dict, info: dict, marks) -> Table:
+    variants = sorted({k[3] for k in index if k[0] == setting and (k[1], k[2]) in protocols},
+                      key=lambda v: (info[v]["imported"], info[v]["order"] is None,
+                                     variant_sort_key(info[v]["order"], v)))
+    rows, trained_rows, csv_rows, fingerprints, ns, splits = [], [], [], set(), set(), set()
+    for variant in variants:
+        cells, row_ns = [], []
+        for protocol, direction in protocols:
+            entries = index.get((setting, protocol, direction, variant), [])
+            fingerprints.update(res["dataset_fingerprint"] for _, res in entries)
+            splits.update(_splits(entries))
+            for metric in TABLE_METRICS:
+                stat = replicate_stat(entries, metric) if entries else None
+                cells.append(_stat_cell(stat))
+                if marks is not None:
+                    cells[-1].marks = marks.marks.get((setting, protocol, direction, variant, metric), "")
+                if stat is not None:
+                    row_ns.append(stat.n)
+                    csv_rows.append(_csv_stat_row(setting, dataset_label, protocol, direction, variant,
+                                                  info[variant], metric, stat))
+        if len(set(row_ns)) > 1:
+            for c in cells:
+                c.show_n = c.is_stat
+        ns.update(row_ns)
+        rows.append([Cell(info[variant]["label"])] + cells)
+        if not info[variant]["imported"]:
+            trained_rows.append(rows[-1])
+    _mark_best(trained_rows, range(1, 1 + len(protocols) * len(TABLE_METRICS)))
+    rr = setting.rerank
+    if kind == "rerank":
+        title = f"{dataset_label}: re-ranking {rr.label}"
+    else:
+        shots = " (single-shot)" if kind == "main" and any("/single" in p for p, _ in protocols) else ""
+        title = f"{dataset_label}: {'main' if kind == 'main' else 'other'} protocols{shots}, re-ranking off"
+    over = f"the {len(splits)} RegDB splits (each split: the mean over its seeds)" if len(splits) > 1 else "seeds"
+    value_note = (f"Mean ± sd over {over} (sample sd, ddof=1), each run's value being its mean over the protocol's "
+                  f"gallery trials; n = {_n_text(sorted(ns))} per cell; bold = best mean among trained rows in the "
+                  "column.")
+    legend = marks.legend(setting, marks.family_sizes.get(setting, 0)) if marks is not None else None
+    return Table(
+        key=f"{kind}_{slug(setting.dataset)}_{rr.slug}_{slug(setting.distance)}"
+            + ("" if kind == "main" else "_" + "_".join(slug(p) for p, _ in protocols)),
+        title=title,
+        columns=["Variant"] + [METRIC_LABELS[m] for _ in protocols for m in TABLE_METRICS],
+        groups=[("", 1)] + [(protocol_title(p), len(TABLE_METRICS)) for p, _ in protocols],
+        rows=rows,
+        notes=[value_note] + ([legend] if legend else [])
+        + [_provenance(setting, dataset_label, protocols, fingerprints, splits)],
+        align=["l"] + ["r"] * (len(protocols) * len(TABLE_METRICS)),
+        csv_rows=csv_rows,
+        csv_columns=CSV_STAT_COLUMNS,
+        meta={"rerank": rr.enabled, "dataset": setting.dataset, "kind": kind, "wide": True},
+    )
+
+
+def _provenance(setting: Setting, dataset_label: str, protocols: list[tuple[str, str]], fingerprints: set[str],
+                splits: set[int]) -> str:
+    """The table's provenance, one line under it: dataset, protocol ids, distance, fingerprint."""
+    fingerprints = {f for f in fingerprints if f}
+    ids = ", ".join(f"{protocol_title(p)} = {protocol_label(p, d)}" for p, d in protocols)
+    text = (f"Provenance: dataset {dataset_label} [{setting.dataset}]; protocols {ids}; distance {setting.distance}; "
+            f"re-ranking {setting.rerank.label}; ")
+    if len(splits) > 1:
+        return text + f"{len(fingerprints)} dataset fingerprints (one per RegDB split: " + \
+            ", ".join(str(s) for s in sorted(splits)) + ")."
+    if len(fingerprints) == 1:
+        return text + f"dataset fingerprint {next(iter(fingerprints))}."
+    if fingerprints:
+        return text + "WARNING: the runs in this table saw different dataset fingerprints: " + \
+            ", ".join(sorted(fingerprints)) + "."
+    return text + "no dataset fingerprint recorded."
 
 
 CSV_STAT_COLUMNS = ["dataset", "dataset_label", "rerank", "rerank_variant", "rerank_k1", "rerank_k2", "rerank_lambda",
@@ -278,7 +356,7 @@ def our_runs_table(runs: list[Run]) -> Table:
         block_rows, trained_rows = [], []
         for variant in variants:
             entries = index[(setting, protocol, direction, variant)]
-            stats = {m: seed_stat([res[m] for _, res in entries], [s for s, _ in entries]) for m in TABLE_METRICS}
+            stats = {m: replicate_stat(entries, m) for m in TABLE_METRICS}
             block_rows.append([
                 Cell(info[variant]["label"]), Cell(info[variant]["kind"]),
                 Cell(f"{labels[setting.dataset]} [{setting.dataset}]"),
@@ -398,7 +476,8 @@ def simple_table(key: str, title: str, columns: list[str], rows: list[list[Any]]
 
 
 # --------------------------------------------------------------------------------------------
-# Renderers
+# Renderers: the cells are formatted here, the tables laid out by pandas (DataFrame.to_markdown
+# through tabulate, Styler.to_latex, Styler.to_html).
 # --------------------------------------------------------------------------------------------
 def _stat_text(cell: Cell, pm: str) -> str:
     text = fmt_number(cell.mean)
@@ -418,18 +497,6 @@ def md_cell(cell: Cell) -> str:
     return (f"**{text}**" if cell.bold and text else text) + cell.marks
 
 
-def to_markdown(table: Table) -> str:
-    heads = []
-    spans = _expand_groups(table)
-    for col, group in zip(table.columns, spans):
-        heads.append(_md_escape(f"{group} · {col}" if group else col))
-    lines = ["| " + " | ".join(heads) + " |",
-             "|" + "|".join("---:" if a == "r" else ":---" for a in table.align) + "|"]
-    for row in table.rows:
-        lines.append("| " + " | ".join(md_cell(c) for c in row) + " |")
-    return "\n".join(lines)
-
-
 def _expand_groups(table: Table) -> list[str]:
     if not table.groups:
         return [""] * len(table.columns)
@@ -439,9 +506,34 @@ def _expand_groups(table: Table) -> list[str]:
     return out
 
 
+def _has_groups(table: Table) -> bool:
+    return bool(table.groups) and any(label for label, _ in table.groups)
+
+
+def _frame(table: Table, cell_text, head_text, grouped: bool):
+    """The table as a DataFrame of formatted strings; grouped: two-level column headers."""
+    import pandas as pd
+
+    heads = [head_text(c) for c in table.columns]
+    if grouped and _has_groups(table):
+        columns = pd.MultiIndex.from_arrays([[head_text(g) for g in _expand_groups(table)], heads])
+    else:
+        columns = pd.Index(heads)
+    return pd.DataFrame([[cell_text(c) for c in row] for row in table.rows], columns=columns, dtype=object)
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub pipe table (tabulate); a column group goes into its columns' headers."""
+    heads = [f"{g} · {c}" if g else c for g, c in zip(_expand_groups(table), table.columns)]
+    flat = Table(table.key, table.title, heads, table.rows, align=table.align)
+    frame = _frame(flat, md_cell, _md_escape, grouped=False)
+    return frame.to_markdown(index=False, tablefmt="pipe", disable_numparse=True,
+                             colalign=["right" if a == "r" else "left" for a in table.align])
+
+
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "–": "--", "·": r"$\cdot$",
+                  "±": r"$\pm$", "–": "--", "·": r"$\cdot$", "→": r"$\rightarrow$",
                   "−": "$-$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "²": "$^2$", "<": "$<$", ">": "$>$"}
 
 
@@ -452,85 +544,94 @@ def latex_escape(text: str) -> str:
 _LATEX_MARKS = {"†": r"\dagger", "‡": r"\ddagger"}
 
 
-def latex_cell(cell: Cell) -> str:
+def _latex_marks(cell: Cell) -> str:
+    if not cell.marks:
+        return ""
+    return "$^{" + "".join(_LATEX_MARKS.get(ch, latex_escape(ch)) for ch in cell.marks) + "}$"
+
+
+def latex_cell(cell: Cell, stacked: bool = False) -> str:
+    """A cell's LaTeX; `stacked` puts the sd in small type under the mean (the wide tables)."""
+    if cell.is_stat and stacked:
+        mean = fmt_number(cell.mean) + (f" (n={cell.n})" if cell.show_n else "")
+        mean = rf"\textbf{{{mean}}}" if cell.bold else mean
+        # The marks take no width (\rlap, into the column gap): the numbers stay aligned and the
+        # table keeps its width whichever cells are marked.
+        marks = rf"\rlap{{{_latex_marks(cell)}}}" if cell.marks else ""
+        if cell.std is None:
+            return mean + marks
+        return (r"\begin{tabular}[t]{@{}r@{}}" + mean + marks
+                + rf"\\{{\scriptsize$\pm${fmt_number(cell.std)}}}\end{{tabular}}")
     text = _stat_text(cell, r"$\pm$") if cell.is_stat else latex_escape(cell.text)
     text = rf"\textbf{{{text}}}" if cell.bold and text else text
-    if cell.marks:
-        text += "$^{" + "".join(_LATEX_MARKS.get(ch, latex_escape(ch)) for ch in cell.marks) + "}$"
-    return text
+    return text + _latex_marks(cell)
 
 
 def to_latex(table: Table) -> str:
-    caption = latex_escape(table.title)
-    if table.stamp:
-        caption += ". " + latex_escape("; ".join(table.stamp)) + "."
-    if table.notes:
-        caption += " " + latex_escape(" ".join(table.notes))
-    lines = ["% Generated by `vireid report`; do not edit by hand.",
-             "% Needs \\usepackage{booktabs}.",
-             r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{caption}}}", rf"\label{{tab:{table.key}}}",
-             r"\begin{tabular}{" + "".join(table.align) + "}", r"\toprule"]
-    if table.groups and any(label for label, _ in table.groups):
-        parts, rules, col = [], [], 1
+    """booktabs LaTeX (pandas Styler.to_latex): the title as caption, the notes under the
+    tabular; a wide table (``meta["wide"]``) is a ``table*`` with the sd under each mean."""
+    wide = bool(table.meta.get("wide"))
+    frame = _frame(table, lambda c: latex_cell(c, stacked=wide), latex_escape, grouped=True)
+    body = frame.style.hide(axis="index").to_latex(
+        hrules=True, multicol_align="c", column_format="".join(table.align), caption=latex_escape(table.title),
+        label=f"tab:{table.key}", environment="table*" if wide else "table", position="t",
+        position_float="centering")
+    lines = body.rstrip("\n").split("\n")
+    size = [r"\footnotesize", r"\setlength{\tabcolsep}{4pt}"] if wide else [r"\small"]
+    lines[2:2] = size  # after \begin{table} and \centering
+    if _has_groups(table):
+        at = next(i for i, line in enumerate(lines) if r"\multicolumn" in line)
+        rules, col = [], 1
         for label, span in table.groups:
             if label:
-                parts.append(rf"\multicolumn{{{span}}}{{c}}{{{latex_escape(label)}}}")
                 rules.append(rf"\cmidrule(lr){{{col}-{col + span - 1}}}")
-            else:
-                parts.extend([""] * span)
             col += span
-        lines.append(" & ".join(parts) + r" \\")
-        lines.append(" ".join(rules))
-    lines.append(" & ".join(latex_escape(c) for c in table.columns) + r" \\")
-    lines.append(r"\midrule")
-    for row in table.rows:
-        lines.append(" & ".join(latex_cell(c) for c in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+        lines.insert(at + 1, " ".join(rules))
+    notes = list(table.stamp) + list(table.notes)
+    if notes:
+        lines[-1:-1] = [r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize\raggedright "
+                        + r" \\ ".join(latex_escape(n) for n in notes) + "}"]
+    head = ["% Generated by `vireid report`; do not edit by hand.", "% Needs \\usepackage{booktabs}."]
+    return "\n".join(head + lines) + "\n"
 
 
-def html_cell(cell: Cell, tag: str = "td") -> str:
-    text = html.escape(_stat_text(cell, "±") if cell.is_stat else cell.text)
+def html_cell(cell: Cell) -> str:
+    """A cell's inner HTML (the sd of a statistic in its own span, for the page's small type)."""
     if cell.is_stat:
-        title = f"n={cell.n}"
+        text = html.escape(fmt_number(cell.mean) + (f" (n={cell.n})" if cell.show_n else ""))
+        text = f"<b>{text}</b>" if cell.bold else text
+        if cell.marks:
+            text += f"<sup>{html.escape(cell.marks)}</sup>"
         if cell.std is not None:
-            title += f", std={cell.std:.4f}"
-        inner = f'<span title="{html.escape(title)}">{text}</span>'
-    elif re.fullmatch(r"https?://\S+", cell.text):
-        inner = f'<a href="{html.escape(cell.text)}">{text}</a>'
-    else:
-        inner = text
+            text += f'<span class="sd"> ± {fmt_number(cell.std)}</span>'
+        return f'<span title="n={cell.n}">{text}</span>'
+    text = html.escape(cell.text)
+    if re.fullmatch(r"https?://\S+", cell.text):
+        text = f'<a href="{text}">{text}</a>'
     if cell.bold and text:
-        inner = f"<b>{inner}</b>"
+        text = f"<b>{text}</b>"
     if cell.marks:
-        inner += f"<sup>{html.escape(cell.marks)}</sup>"
-    return f"<{tag}>{inner}</{tag}>"
+        text += f"<sup>{html.escape(cell.marks)}</sup>"
+    return text
 
 
 def to_html(table: Table) -> str:
-    out = [f'<table class="report" id="{html.escape(table.key)}">', "<thead>"]
-    if table.groups and any(label for label, _ in table.groups):
-        out.append("<tr>" + "".join(
-            f'<th colspan="{span}" class="group">{html.escape(label)}</th>' for label, span in table.groups) + "</tr>")
-    out.append("<tr>" + "".join(f'<th class="{a}">{html.escape(c)}</th>'
-                                for c, a in zip(table.columns, table.align)) + "</tr>")
-    out.append("</thead>")
-    out.append("<tbody>")
-    for row in table.rows:
-        out.append("<tr>" + "".join(html_cell(c).replace("<td>", f'<td class="{a}">', 1)
-                                    for c, a in zip(row, table.align)) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+    """The table's HTML (pandas Styler.to_html) with class ``report``, id = the table key and an
+    ``l``/``r`` alignment class on every cell."""
+    import pandas as pd
+
+    frame = _frame(table, html_cell, html.escape, grouped=True)
+    classes = pd.DataFrame([list(table.align)] * len(frame), index=frame.index, columns=frame.columns)
+    styler = frame.style.hide(axis="index").set_td_classes(classes)
+    styler.set_uuid(slug(table.key)).set_table_attributes(f'class="report{" wide" if table.meta.get("wide") else ""}"')
+    styler.cell_ids = False
+    out = styler.to_html(doctype_html=False, exclude_styles=False, sparse_columns=True)
+    return re.sub(r'<style type="text/css">\s*</style>\s*', "", out).strip()
 
 
 def to_csv(table: Table) -> str:
-    import csv
-    import io
+    """The table's tidy rows (pandas; object columns, so integers stay integers and None is empty)."""
+    import pandas as pd
 
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=table.csv_columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in table.csv_rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    return buf.getvalue()
+    frame = pd.DataFrame(table.csv_rows, columns=table.csv_columns, dtype=object)
+    return frame.to_csv(index=False, lineterminator="\n")
