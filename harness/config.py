@@ -23,14 +23,6 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
-# Defaults per dataset: the test protocols the trainer runs at the end.
-DEFAULT_PROTOCOLS = {
-    "sysu": ["sysu/all/single", "sysu/all/multi", "sysu/indoor/single", "sysu/indoor/multi"],
-    "regdb": ["regdb/v2i", "regdb/i2v"],
-    "llcm": ["llcm/v2i", "llcm/i2v"],
-}
-
-
 @dataclass
 class SynthConfig:
     """Generate a synthetic dataset in the real layout of `data.dataset` before preparing."""
@@ -49,11 +41,11 @@ class SynthConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["sysu", "regdb", "llcm"] = "sysu"
+    dataset: str = "sysu"  # a registered dataset (vireid.datasets.registry), checked in validate
     name: str = "synth-sysu"
     label: str = "synthetic (SYSU-MM01 layout)"
     root: str = "data/synth-sysu"
-    regdb_split: int = field(default=1, metadata={"ge": 1, "le": 10})
+    regdb_split: int = field(default=1, metadata={"ge": 1})  # the split of data.dataset (its spec lists them)
     prepared_dir: str = "data/prepared/synth-sysu"
     image_height: int = field(default=64, metadata={"ge": 8, "le": 4096})
     image_width: int = field(default=32, metadata={"ge": 4, "le": 4096})
@@ -61,6 +53,17 @@ class DataConfig:
     # Images whose header claims more pixels are refused before decoding (decompression bombs).
     max_image_pixels: int = field(default=25_000_000, metadata={"ge": 1})
     synthetic: SynthConfig = field(default_factory=SynthConfig)
+
+    def validate(self, path: str) -> None:
+        from vireid.datasets.errors import DatasetError
+        from vireid.datasets.registry import get_dataset
+
+        try:
+            spec = get_dataset(self.dataset)
+        except DatasetError as exc:
+            raise ConfigError(f"{path}.dataset: {exc}") from None
+        if self.regdb_split not in spec.splits:
+            raise ConfigError(f"{path}.regdb_split: {spec.label} has splits {list(spec.splits)}; got {self.regdb_split}")
 
 
 @dataclass
@@ -260,7 +263,9 @@ class Params:
                 raise ConfigError(f"eval.trials: {exc}") from None
 
     def protocols(self) -> list[str]:
-        return list(self.eval.protocols or DEFAULT_PROTOCOLS[self.data.dataset])
+        from vireid.datasets.registry import get_dataset
+
+        return list(self.eval.protocols or get_dataset(self.data.dataset).default_protocols)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
