@@ -168,7 +168,7 @@ def _check_suffix(path: Path) -> None:
 def write_manifest(manifest: Manifest, path) -> tuple[Path, Path]:
     """Write the records to ``path`` (.parquet or .csv) and the sidecar JSON next to it,
     each atomically; return both paths."""
-    from vireid.harness.io import atomic_path, atomic_write_json
+    from vireid.common.io import atomic_path, atomic_write_json
 
     path = Path(path)
     _check_suffix(path)

@@ -269,9 +269,9 @@ _TABLE: dict = {"version": None, "registry": None}
 
 
 def protocol_registry():
-    """Every registered dataset's protocols, one :class:`~vireid.datasets.plugins.Registry` (rebuilt
+    """Every registered dataset's protocols, one :class:`~vireid.common.registry.Registry` (rebuilt
     when a dataset registers)."""
-    from vireid.datasets.plugins import Registry
+    from vireid.common.registry import Registry
     from vireid.datasets.registry import DATASETS
 
     specs = list(DATASETS)
