@@ -45,8 +45,8 @@ TEST_COPIES = {"vis": "test_vis", "nir": "test_nir"}
 SYNTH_CAMS_PER_MODALITY = 3  # real cameras that see a synthetic person, per modality
 _NAME = re.compile(r"^(\d+)_c(\d+)_s\d+_f\d+_(vis|nir)\.jpg$")
 
-__all__ = ["read", "file_camera", "write_synthetic", "SPEC", "SPLITS", "INDEX_FILES", "VISIBLE_CAM", "NIR_CAM", "CAMERAS", "NIR_CAMERAS",
-           "TEST_ID_FILE", "TEST_COPIES"]
+__all__ = ["read", "file_camera", "write_synthetic", "SPEC", "SPLITS", "INDEX_FILES", "VISIBLE_CAM", "NIR_CAM",
+           "CAMERAS", "NIR_CAMERAS", "TEST_ID_FILE", "TEST_COPIES"]
 
 
 def file_camera(entry: IndexEntry, pid: int, where: str) -> int:

@@ -6,8 +6,8 @@ its own the same way (docs/ARCHITECTURE.md "Adding a dataset").
 """
 from __future__ import annotations
 
-from vireid.datasets.errors import DatasetError
 from vireid.common.registry import Registry
+from vireid.datasets.errors import DatasetError
 from vireid.datasets.spec import DatasetSpec
 
 __all__ = ["DATASETS", "register_dataset", "get_dataset", "get_adapter", "list_datasets"]

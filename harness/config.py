@@ -63,7 +63,8 @@ class DataConfig:
         except DatasetError as exc:
             raise ConfigError(f"{path}.dataset: {exc}") from None
         if self.regdb_split not in spec.splits:
-            raise ConfigError(f"{path}.regdb_split: {spec.label} has splits {list(spec.splits)}; got {self.regdb_split}")
+            raise ConfigError(f"{path}.regdb_split: {spec.label} has splits {list(spec.splits)}; "
+                              f"got {self.regdb_split}")
 
 
 @dataclass

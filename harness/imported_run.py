@@ -73,7 +73,8 @@ def score_arrays(run_dir: str | Path, params: Any) -> tuple[dict[str, np.ndarray
               for idx in (q_idx, g_idx))
     arrays = features_arrays(data, fq, fg, q_idx, g_idx)
     info = {
-        "variant": run_params.experiment.name, "variant_label": run_params.experiment.label or run_params.experiment.name,
+        "variant": run_params.experiment.name,
+        "variant_label": run_params.experiment.label or run_params.experiment.name,
         "ablation_order": None, "method": run_params.model.method,
         "dataset": params.data.name, "dataset_label": params.data.label, "seed": None,
         "mlflow_run_id": None, "git_commit": tracking.git_commit(), "params": run_params.flat(),

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vireid.common.schema import ConfigError
 from vireid.methods import losses as L
 from vireid.methods.backbones import FEATURE_DIMS, build_resnet, check_backbone, load_weights, stem
 from vireid.methods.layers import BNNeck, GeM, NonLocal
-from vireid.common.schema import ConfigError
 from vireid.methods.registry import LossSchema, register_method
 
 AGW_TERMS = ("id", "triplet")

@@ -17,10 +17,10 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vireid.common.schema import ConfigError
 from vireid.methods import losses as L
 from vireid.methods.backbones import FEATURE_DIMS, back, build_resnet, check_backbone, front, load_weights
 from vireid.methods.layers import BNNeck, GeM, ModalityDiscriminator, Purifier
-from vireid.common.schema import ConfigError
 from vireid.methods.registry import LossSchema, register_method
 
 _W = {"ge": 0.0}

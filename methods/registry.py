@@ -25,6 +25,7 @@ from typing import Any, Callable
 from vireid.common.registry import Registry
 from vireid.common.schema import ConfigError, check_range, convert
 
+
 @dataclass(frozen=True)
 class LossSchema:
     """How a method turns a user mapping into its loss-config dataclass (defaults: the method's code)."""

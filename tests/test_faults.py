@@ -25,7 +25,8 @@ def test_kill_9_then_resume_matches_uninterrupted(prepared_tiny, tmp_path):
     extra = {"train.deterministic": "true", "train.epochs": 3, "train.steps_per_epoch": 6}
     run_cli(*cli_args(prepared_tiny, tmp_path / "full", **extra))
     victim = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "vireid.harness", *cli_args(prepared_tiny, victim, **extra)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "vireid.harness", *cli_args(prepared_tiny, victim, **extra)],
+                            cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (victim / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:

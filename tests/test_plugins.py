@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-
 from study_support import REPO, run_cli, tiny_overrides
+
 from vireid.common.registry import PLUGINS_ENV, PluginError, Registry, load_plugins
 from vireid.common.schema import ConfigError
 from vireid.datasets.errors import DatasetError
@@ -25,7 +25,7 @@ def test_unknown_names_list_what_is_registered():
         get_dataset("market")
     with pytest.raises(ConfigError, match=r"unknown method 'deen'; registered methods: idkl, baseline, agw \("):
         get_method("deen")
-    with pytest.raises(ProtocolError, match=r"unknown protocol 'sysu/outdoor'; registered protocols: sysu/all/single, "):
+    with pytest.raises(ProtocolError, match=r"unknown protocol 'sysu/outdoor'; registered protocols: sysu/all/single"):
         get_protocol("sysu/outdoor")
 
 
@@ -73,7 +73,8 @@ def test_plugin_dataset_and_method_train_and_evaluate_through_the_cli(tmp_path):
     run_cli("train", "--experiment", str(EXPERIMENT), "--run-dir", str(run_dir), "--no-progress", *sets, env=env)
     trained = json.loads((run_dir / "metrics.json").read_text())
     assert trained["run"]["method"] == "toynet"
-    assert (trained["run"]["params"]["model.options.width"], trained["run"]["params"]["loss.center.weight"]) == (4, 0.05)
+    recorded = trained["run"]["params"]
+    assert (recorded["model.options.width"], recorded["loss.center.weight"]) == (4, 0.05)
     assert [r["protocol"] for r in trained["results"]] == ["toyset/i2v", "toyset/v2i"]
     history = (run_dir / "history.csv").read_text().splitlines()
     assert "center" in history[0] and len(history) == 3  # the plugin's own loss term, logged per epoch

@@ -47,10 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="0..1: how strongly every cue follows the latent identity code (default 0.5; "
                             "docs/synthetic-dataset.md)")
     synth.add_argument("--ir-model", choices=["nir", "thermal"], default=None,
-                       help="infrared image formation (default: the layout's real kind, nir for sysu/llcm, "
-                            "thermal for regdb)")
+                       help="infrared image formation (default: the layout's real kind, from its dataset spec)")
     synth.add_argument("--test-fraction", type=float, default=None,
-                       help="share of test identities (default: sysu 0.3, regdb 0.5, llcm 0.33)")
+                       help="share of test identities (default: about the real share, from the layout's dataset spec)")
     synth.add_argument("--val-fraction", type=float, default=0.1,
                        help="SYSU layout: share of identities in exp/val_id.txt (default 0.1)")
     synth.add_argument("--debug", action="store_true", help="show tracebacks for errors")

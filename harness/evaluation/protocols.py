@@ -44,7 +44,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Protocol", "Trial", "PROTOCOLS", "get_protocol", "protocol_names", "protocol_registry", "from_spec",
+__all__ = ["Protocol", "Trial", "get_protocol", "protocol_names", "protocol_registry", "from_spec",
            "distance_name",
            "parse_sysu_path", "parse_llcm_path", "deen_picks", "ProtocolError"]
 
