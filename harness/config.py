@@ -316,24 +316,25 @@ def list_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str, flag: str = "--set") -> tuple[list[str], Any]:
+    """``key.path=value`` -> (key parts, YAML value): the one override parser of every command."""
     from vireid.harness import yamlsafe
     from vireid.harness.schema import shown
 
     if "=" not in text:
-        raise ConfigError(f"--set {shown(text)}: expected key.path=value")
+        raise ConfigError(f"{flag} {shown(text)}: expected key.path=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {shown(text)}: expected key.path=value with a non-empty key path")
+        raise ConfigError(f"{flag} {shown(text)}: expected key.path=value with a non-empty key path")
     try:
-        value = yamlsafe.load(raw, f"--set {key}") if raw.strip() else ""
+        value = yamlsafe.load(raw, f"{flag} {key}") if raw.strip() else ""
     except yamlsafe.YAMLSyntaxError:
         value = raw
     return key.split("."), value
 
 
-def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+def apply_override(data: dict[str, Any], keys: list[str], value: Any, flag: str = "--set") -> None:
     """Set one key; a mapping value merges into the mapping already there (like an overlay),
     so `--set 'train.augment={flip: false}'` keeps the other `augment` keys."""
     node = data
@@ -342,7 +343,7 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
         if child is None:
             child = node[key] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
+            raise ConfigError(f"{flag} {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
         node = child
     if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
         value = deep_merge(node[keys[-1]], value)

@@ -11,7 +11,7 @@ import json
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("describe-model", help="print a method's trainable parameters per part")
-    p.add_argument("--method", required=True, help="a registered method (idkl, baseline, agw)")
+    p.add_argument("--method", required=True, help="a registered method (idkl, baseline, agw, or a plugin's)")
     p.add_argument("--backbone", default="resnet50", help="tiny | resnet18 | resnet34 | resnet50 (default resnet50)")
     p.add_argument("--num-classes", type=int, required=True, help="number of training identities (SYSU-MM01: 395)")
     p.add_argument("--last-stride", type=int, choices=(1, 2), default=1, help="layer4 stride (default 1)")
@@ -24,24 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _parse_overrides(items: list[str]) -> dict:
-    """``--set`` items as a loss mapping: ``bg_kl=false``, ``triplet.margin=0.3`` (as in params.yaml)."""
-    from vireid.harness import yamlsafe
-    from vireid.harness.schema import ConfigError
+def _parse_overrides(items: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` items as a mapping, parsed as every command's ``--set`` is (``bg_kl=false``,
+    ``triplet.margin=0.3``, as in params.yaml)."""
+    from vireid.harness.config import apply_override, parse_override
 
     out: dict = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. bg_kl=false or triplet.margin=0.3")
-        *terms, name = key.strip().split(".")
-        node = out
-        for term in terms:
-            node = node.setdefault(term, {})
-        try:
-            node[name] = yamlsafe.load(value, f"--set {key.strip()}")
-        except yamlsafe.YAMLSyntaxError:
-            node[name] = value
+        keys, value = parse_override(item, flag)
+        apply_override(out, keys, value, flag)
     return out
 
 
@@ -77,9 +68,9 @@ def describe(method: str, backbone: str, num_classes: int, last_stride: int = 1,
 
 
 def run(args: argparse.Namespace) -> int:
-    options = _parse_overrides(args.model_options) or None
+    options = _parse_overrides(args.model_options, "--option") or None
     info = describe(args.method, args.backbone, args.num_classes, args.last_stride,
-                    _parse_overrides(args.loss_overrides) or None, options)
+                    _parse_overrides(args.loss_overrides, "--set") or None, options)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
