@@ -103,9 +103,10 @@ def convert(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported type {tp!r}")  # a programming error in a schema
 
 
-def check_range(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
-    """Field metadata ``ge`` / ``gt`` / ``le`` / ``lt`` (None passes)."""
-    if value is None:
+def check_range(value: Any, meta: typing.Mapping[str, Any], path: str, nan_ok: bool = False) -> None:
+    """Field metadata ``ge`` / ``gt`` / ``le`` / ``lt`` (None passes; NaN passes with ``nan_ok``:
+    the methods' loss weights, where a NaN is left to the trainer's NaN-loss guard)."""
+    if value is None or (nan_ok and value != value):
         return
     for key, test, words in (
         ("ge", lambda v, b: v >= b, ">="),

@@ -56,6 +56,7 @@ def score_arrays(run_dir: str | Path, params: Any) -> tuple[dict[str, np.ndarray
     from vireid.datasets.transforms import EvalTransform
     from vireid.harness import tracking
     from vireid.harness.data import extract_features, load_prepared
+    from vireid.harness.evaluation.results import RunInfo
     from vireid.harness.runner import features_arrays, query_gallery_indices, resolve_device
     from vireid.harness.trainer import resolve_amp
 
@@ -72,15 +73,12 @@ def score_arrays(run_dir: str | Path, params: Any) -> tuple[dict[str, np.ndarray
     fq, fg = (extract_features(model, data, idx, cfg.eval_batch_size, transform, device, amp_dtype)
               for idx in (q_idx, g_idx))
     arrays = features_arrays(data, fq, fg, q_idx, g_idx)
-    info = {
-        "variant": run_params.experiment.name,
-        "variant_label": run_params.experiment.label or run_params.experiment.name,
-        "ablation_order": None, "method": run_params.model.method,
-        "dataset": params.data.name, "dataset_label": params.data.label, "seed": None,
-        "mlflow_run_id": None, "git_commit": tracking.git_commit(), "params": run_params.flat(),
-        "train_seconds": None, "selected_epoch": prov.get("source_entries", {}).get("epoch"),
-        "best_validation": None, "kind": "imported",
-        "imported": {"format": prov["format"], "label": prov["source_label"], "file": prov["file"],
-                     "sha256": prov["sha256"]},
-    }
+    info = RunInfo(
+        variant=run_params.experiment.name,
+        variant_label=run_params.experiment.label or run_params.experiment.name,
+        method=run_params.model.method, dataset=params.data.name, dataset_label=params.data.label, seed=None,
+        git_commit=tracking.git_commit(), params=run_params.flat(),
+        selected_epoch=prov.get("source_entries", {}).get("epoch"), kind="imported",
+        imported={"format": prov["format"], "label": prov["source_label"], "file": prov["file"],
+                  "sha256": prov["sha256"]}).to_dict()
     return arrays, info, data.fingerprint

@@ -126,6 +126,7 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     from vireid.harness import tracking
     from vireid.harness.data import TrainBatches, extract_features, load_prepared, split_identities
     from vireid.harness.evaluation.features_file import save_features
+    from vireid.harness.evaluation.results import RunInfo
     from vireid.harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
     from vireid.harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
     from vireid.methods import param_groups
@@ -231,16 +232,15 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
         save_features(run_dir / "features.npz", arrays)
         results = evaluate_arrays(arrays, params.protocols(), data.root, params.eval.rerank,
                                   params.eval.rerank_params, data.fingerprint, params.eval.trials)
-        run_info = {
-            "variant": params.experiment.name, "variant_label": params.experiment.label or params.experiment.name,
-            "ablation_order": params.experiment.ablation_order, "method": params.model.method,
-            "dataset": params.data.name, "dataset_label": params.data.label, "seed": cfg.seed,
-            "mlflow_run_id": active.info.run_id if use_mlflow else None, "git_commit": tracking.git_commit(),
-            "params": params.flat(), "train_seconds": round(train_seconds, 2),
-            "selected_epoch": trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
-            "best_validation": trainer.best,
-        }
-        metrics = {"run": run_info, "results": results}
+        run_info = RunInfo(
+            variant=params.experiment.name, variant_label=params.experiment.label or params.experiment.name,
+            ablation_order=params.experiment.ablation_order, method=params.model.method,
+            dataset=params.data.name, dataset_label=params.data.label, seed=cfg.seed,
+            mlflow_run_id=active.info.run_id if use_mlflow else None, git_commit=tracking.git_commit(),
+            params=params.flat(), train_seconds=round(train_seconds, 2),
+            selected_epoch=trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
+            best_validation=trainer.best)
+        metrics = {"run": run_info.to_dict(), "results": results}
         atomic_write_json(run_dir / "metrics.json", metrics)
         atomic_write_text(run_dir / "cmc.csv", cmc_table(results))
         if use_mlflow:

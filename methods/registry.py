@@ -107,7 +107,7 @@ def resolve_options(name: str, options: dict[str, Any] | None = None, path: str 
             allowed = ", ".join(fields) or f"none (method {name!r} has no options)"
             raise ConfigError(f"unknown key {key_path}; allowed keys under {path}: {allowed}")
         converted = convert(value, hints[key], key_path)
-        check_range(converted, fields[key].metadata, key_path)
+        check_range(converted, fields[key].metadata, key_path, nan_ok=True)
         values[key] = converted
     resolved = cls(**values)
     resolved.check(path)
@@ -185,7 +185,7 @@ def build_loss_config(cls: type, loss: dict[str, Any] | None, defaults: dict[str
                                    + ", ".join(allowed))
             raise ConfigError(f"unknown key {key_path}; allowed keys under {path}: {', '.join(fields)}")
         converted = convert(value, hints[name], key_path)
-        check_range(converted, fields[name].metadata, key_path)
+        check_range(converted, fields[name].metadata, key_path, nan_ok=True)
         if forced and name in forced and converted != forced[name]:
             raise ConfigError(f"{key_path}: {forced_reason or 'fixed by this method'} (must be {forced[name]!r})")
         values[name] = converted

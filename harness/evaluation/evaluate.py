@@ -1,6 +1,7 @@
 """The evaluation API of the trainer and the CLI: features -> result dicts -> a table.
 
-A result dict (docs/ARCHITECTURE.md, docs/evaluation.md) carries the protocol, direction,
+A result dict is a :class:`~vireid.harness.evaluation.results.ProtocolResult` in JSON form
+(docs/ARCHITECTURE.md, docs/evaluation.md); it carries the protocol, direction,
 trial list, re-ranking setting, distance and dataset fingerprint next to the metrics
 (percentages): the mean over trials of mAP, mINP and R1/R5/R10/R20, the CMC curve, per-trial
 values with the numbers of queries and skipped queries, and the standard deviation over
@@ -19,10 +20,10 @@ from vireid.harness.evaluation.features_file import validate_arrays
 from vireid.harness.evaluation.metrics import TrialRanking, camera_locations, rank_trials, summarize
 from vireid.harness.evaluation.protocols import Protocol, ProtocolError, distance_name, get_protocol
 from vireid.harness.evaluation.rerank import VARIANTS, rerank_from_distance
+from vireid.harness.evaluation.results import METRICS, ProtocolResult, Rerank, TrialResult
 
 __all__ = ["evaluate_protocol_arrays", "evaluate_cross_modal", "format_results", "rerank_suffix", "rerank_text"]
 RANKS = (1, 5, 10, 20)
-METRICS = ("mAP", "mINP", "r1", "r5", "r10", "r20")
 
 
 def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_root=None,
@@ -73,14 +74,14 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
                                          pool["ids"][union], pool["cams"][union], protocol.locations, masks, device)
         if not fixed_query:
             rankings = [_take_rows(r, _rows_of(query, t.query_index)) for r, t in zip(rankings, trial_sets)]
-    result = {
-        "protocol": protocol.name, "direction": protocol.direction, "trials": [t.trial for t in trial_sets],
-        "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam), "variant": variant},
-        "distance": protocol.distance,
-        "dataset_fingerprint": dataset_fingerprint or _pool_fingerprint(pool),
-    }
-    result.update(_aggregate(protocol.name, [t.trial for t in trial_sets], rankings, protocol.cmc))
-    return result
+    trial_ids = [t.trial for t in trial_sets]
+    agg = _aggregate(protocol.name, trial_ids, rankings, protocol.cmc)
+    return ProtocolResult(
+        protocol=protocol.name, direction=protocol.direction, trials=trial_ids,
+        rerank=Rerank(bool(rerank), int(k1), int(k2), float(lam), variant), distance=protocol.distance,
+        dataset_fingerprint=dataset_fingerprint or _pool_fingerprint(pool), **{m: agg[m] for m in METRICS},
+        cmc=agg["cmc"], per_trial=[TrialResult(**row) for row in agg["per_trial"]], std=agg["std"],
+        n_queries=agg["n_queries"], n_queries_skipped=agg["n_queries_skipped"]).to_dict()
 
 
 def _rows_of(query: np.ndarray, index: np.ndarray) -> np.ndarray:
