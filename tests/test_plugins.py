@@ -88,9 +88,23 @@ def test_plugin_dataset_and_method_train_and_evaluate_through_the_cli(tmp_path):
     assert os.environ.get(PLUGINS_ENV) is None  # the test process itself loaded nothing
 
 
-def test_plugin_method_owns_its_options_loss_and_parameter_groups(monkeypatch):
+@pytest.fixture
+def toy_plugin(monkeypatch):
+    """The plugin loaded into this process; the registries are as before after the test."""
+    import vireid.common.registry as registry
+    from vireid.datasets.registry import DATASETS
+    from vireid.methods.registry import METHODS
+
+    for reg in (DATASETS, METHODS):
+        reg.names()  # built-ins first
+        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
+        monkeypatch.setattr(reg, "version", reg.version)
+    monkeypatch.setattr(registry, "_loaded", set(registry._loaded))
     monkeypatch.setenv(PLUGINS_ENV, str(PLUGIN))
     load_plugins()
+
+
+def test_plugin_method_owns_its_options_loss_and_parameter_groups(toy_plugin):
     from vireid.harness.config import load_params
     from vireid.harness.runner import build_method
     from vireid.methods import param_groups
@@ -105,3 +119,18 @@ def test_plugin_method_owns_its_options_loss_and_parameter_groups(monkeypatch):
     with pytest.raises(ConfigError, match="loss: toynet needs at least one loss term"):
         load_params(experiment=str(EXPERIMENT), overrides=["data.dataset=toyset", "loss.id.enabled=false",
                                                            "loss.center.enabled=false"])
+
+
+def test_records_that_disagree_with_the_spec_are_refused(tmp_path):
+    import pandas as pd
+
+    from vireid.datasets.manifest import check_cameras
+    from vireid.datasets.registry import get_dataset
+
+    spec = get_dataset("regdb")
+    good = pd.DataFrame({"cam": [2, 3], "modality": ["visible", "infrared"]})
+    check_cameras(good, spec, "here")
+    with pytest.raises(DatasetError, match="here: camera 4 is not one of RegDB's cameras \\[2, 3\\]"):
+        check_cameras(pd.DataFrame({"cam": [4], "modality": ["visible"]}), spec, "here")
+    with pytest.raises(DatasetError, match="camera 3 images are 'visible' but RegDB's spec says 'infrared'"):
+        check_cameras(pd.DataFrame({"cam": [3], "modality": ["visible"]}), spec, "here")
