@@ -80,6 +80,20 @@ def features_arrays(data, feats_q: np.ndarray, feats_g: np.ndarray, q_idx: np.nd
     }
 
 
+def extract_test_arrays(model, data, batch_size: int, transform, device,
+                        amp_dtype) -> dict[str, np.ndarray] | None:
+    """The test step, shared by training and `vireid evaluate` of an imported checkpoint: test
+    features of the test split (infrared queries, visible gallery) in the features-file format,
+    extracted on every rank and gathered to rank 0 (None on the others)."""
+    from vireid.harness.data import extract_features
+
+    q_idx, g_idx = query_gallery_indices(data.records, "test")
+    fq, fg = (dist.gather_rows(extract_features(model, data, dist.shard(idx), batch_size, transform, device,
+                                                amp_dtype), len(idx))
+              for idx in (q_idx, g_idx))
+    return features_arrays(data, fq, fg, q_idx, g_idx) if dist.rank() == 0 else None
+
+
 def evaluate_arrays(arrays: dict[str, np.ndarray], protocols: list[str], data_root: Path, rerank: bool,
                     rerank_params: Any, fingerprint: str, trials: list[int] | None = None) -> list[dict[str, Any]]:
     from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays
@@ -124,7 +138,7 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     from vireid.datasets.samplers import ModalityBalancedIdentitySampler
     from vireid.datasets.transforms import EvalTransform, TrainAugment
     from vireid.harness import tracking
-    from vireid.harness.data import TrainBatches, extract_features, load_prepared, split_identities
+    from vireid.harness.data import TrainBatches, load_prepared, split_identities
     from vireid.harness.evaluation.features_file import save_features
     from vireid.harness.evaluation.results import RunInfo
     from vireid.harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
@@ -222,13 +236,9 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
             core.load_state_dict(trainer.best_state)
 
         # Test protocols, once, at the end. Features are gathered to rank 0.
-        q_idx, g_idx = query_gallery_indices(data.records, "test")
-        fq, fg = (dist.gather_rows(extract_features(core, data, dist.shard(idx), cfg.eval_batch_size,
-                                                    eval_transform, device, amp_dtype), len(idx))
-                  for idx in (q_idx, g_idx))
+        arrays = extract_test_arrays(core, data, cfg.eval_batch_size, eval_transform, device, amp_dtype)
         if not is_main:
             return {}
-        arrays = features_arrays(data, fq, fg, q_idx, g_idx)
         save_features(run_dir / "features.npz", arrays)
         results = evaluate_arrays(arrays, params.protocols(), data.root, params.eval.rerank,
                                   params.eval.rerank_params, data.fingerprint, params.eval.trials)
