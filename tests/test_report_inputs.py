@@ -177,3 +177,14 @@ def test_bad_rerank_variant_names_file_and_key(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ReportError, match=r"results\[1\]\.rerank\.variant' should be a re-ranking variant name"):
         load_runs(tmp_path / "runs")
+
+
+def test_report_paths_default_to_the_params_report_block(tmp_path):
+    """`report:` in params.yaml is what `vireid report` reads when --runs / --out are not given."""
+    from vireid.harness import cli
+
+    fx.make_runs(tmp_path / "runs", datasets=["synth-sysu"], seeds=[0, 1])
+    out = tmp_path / "built"
+    code = cli.main(["report", "--no-published", "--set", f"report.runs_dir={tmp_path / 'runs'}",
+                     "--set", f"report.out_dir={out}"])
+    assert code == 0 and (out / "report.md").is_file()
