@@ -13,6 +13,7 @@ and it imports none of them.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -55,7 +56,7 @@ def _import_plugin(name: str) -> None:
         path = Path(name).resolve()
         if not path.is_file():
             raise PluginError(f"{PLUGINS_ENV} / --plugin: {name}: file not found (expected a Python module)")
-        module_name = f"vireid_plugin_{path.stem}_{abs(hash(str(path))) % 10**8}"
+        module_name = f"vireid_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
