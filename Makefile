@@ -1,6 +1,6 @@
 # Two commands set everything up on a fresh machine with Python 3.11:
 #   make study   # the whole study on the synthetic default (dvc repro)
-#   make test    # the test suite
+#   make test    # the fast test suite (CI: make ci = ruff + every test)
 # Both create .venv when it is missing and are fast on the second run.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: study test setup mlflow-ui bench clean-study readme readme
+.PHONY: study test test-all lint ci setup mlflow-ui bench clean-study readme
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,8 +37,18 @@ readme: study
 	$(BIN)/vireid report --from-report reports/study --readme README.md
 	$(BIN)/vireid data audit --from-audit reports/audit/synth-sysu --doc docs/synthetic-dataset.md
 
+# `make test` leaves out the tests marked slow (end-to-end CLI runs, the DVC study, the wheel
+# install); `make test-all` and CI run every test.
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+ci: lint test-all
 
 mlflow-ui: $(STAMP)
 	$(BIN)/vireid mlflow-ui

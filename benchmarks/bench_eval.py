@@ -261,7 +261,8 @@ def bench_rerank(label: str, nq: int, ng: int, repeats: int, run_slow: bool, dim
     rerank_from_distance(dist, nq)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    row = {"case": f"re-ranking {label}", "distance_device": device, "rerank_device": "cpu", "queries": nq, "gallery": ng, "n": nq + ng, "gemm_s": t_gemm,
+    row = {"case": f"re-ranking {label}", "distance_device": device, "rerank_device": "cpu", "queries": nq,
+           "gallery": ng, "n": nq + ng, "gemm_s": t_gemm,
            "distance_s": t_dist, "rerank_s": t_fast, "total_s": t_dist + t_fast,
            "rerank_over_gemm": t_fast / t_gemm, "total_over_gemm": (t_dist + t_fast) / t_gemm,
            "peak_extra_bytes": int(peak), "distance_matrix_bytes": int(dist.nbytes),

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         out = list(pool.map(lambda j: train(Path(tmp) / f"s{j[0]}-{j[1]}", j[0], j[1], args.data,
                                             args.experiment), jobs))
     by_steps: dict[int, list[dict[str, float]]] = {}
-    for (seed, m), metrics in zip(jobs, out):
+    for (_, m), metrics in zip(jobs, out):
         by_steps.setdefault(m * epochs, []).append(metrics)
     text = table(by_steps, epochs, args.seeds)
     print(text)

@@ -66,7 +66,8 @@ else:
     out["nccl_available"] = bool(tdist.is_available() and tdist.is_nccl_available())
     if out["cuda_available"]:
         p = torch.cuda.get_device_properties(0)
-        out.update(device_count=torch.cuda.device_count(), gpu=p.name, capability=list(torch.cuda.get_device_capability(0)),
+        out.update(device_count=torch.cuda.device_count(), gpu=p.name,
+                   capability=list(torch.cuda.get_device_capability(0)),
                    gpu_memory_bytes=p.total_memory, multiprocessors=p.multi_processor_count,
                    bf16_supported=torch.cuda.is_bf16_supported())
 print(json.dumps(out))

@@ -55,7 +55,7 @@ def _chunk_digests(path: Path, chunk_bytes: int = CHUNK_BYTES) -> list[str]:
 
 
 def _write_digests(path: Path, cache_file: Path) -> None:
-    from vireid.harness.io import atomic_write_json
+    from vireid.common.io import atomic_write_json
 
     atomic_write_json(digest_path(cache_file), {"file": cache_file.name, "bytes": path.stat().st_size,
                                                 "chunk_bytes": CHUNK_BYTES, "sha256": _chunk_digests(path)})
@@ -107,7 +107,7 @@ def _fill(tmp: Path, root: Path, paths: list[str], size: tuple[int, int], worker
 
 def build_cache(prepared_dir, manifest, size: tuple[int, int], workers: int = 2, progress: bool = True) -> Path:
     """Decode + resize every record image of ``manifest`` into the cache file (atomically)."""
-    from vireid.harness.io import atomic_path
+    from vireid.common.io import atomic_path
 
     path = cache_path(prepared_dir, manifest.fingerprint, size)
     digest_path(path).unlink(missing_ok=True)  # a cache is only trusted with its own digests

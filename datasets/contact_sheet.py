@@ -37,7 +37,7 @@ def contact_sheet(root, out, n_ids: int = 6, dataset: str = "sysu", per_modality
     from PIL import Image, ImageDraw
 
     from vireid.datasets.manifest import read_layout
-    from vireid.harness.io import atomic_save
+    from vireid.common.io import atomic_save
 
     root = Path(root)
     records = read_layout(dataset, root, split).records

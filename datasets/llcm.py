@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from vireid.datasets import synth
 from vireid.datasets.errors import DatasetError
 from vireid.datasets.layout import IndexEntry, Layout, indexed_records, require_dir
+from vireid.datasets.registry import register_dataset
 from vireid.datasets.schema import INFRARED, VISIBLE
+from vireid.datasets.spec import DEEN_CODE, Camera, DatasetSpec, ProtocolDef, SynthDefaults, cross_modal_protocols
 
 SPLITS = (1,)
 VISIBLE_CAM, NIR_CAM = 2, 3
@@ -39,10 +42,11 @@ INDEX_FILES = [
 ]
 TEST_ID_FILE = "idx/test_id.txt"
 TEST_COPIES = {"vis": "test_vis", "nir": "test_nir"}
+SYNTH_CAMS_PER_MODALITY = 3  # real cameras that see a synthetic person, per modality
 _NAME = re.compile(r"^(\d+)_c(\d+)_s\d+_f\d+_(vis|nir)\.jpg$")
 
-__all__ = ["read", "file_camera", "SPLITS", "INDEX_FILES", "VISIBLE_CAM", "NIR_CAM", "CAMERAS", "NIR_CAMERAS",
-           "TEST_ID_FILE", "TEST_COPIES"]
+__all__ = ["read", "file_camera", "write_synthetic", "SPEC", "SPLITS", "INDEX_FILES", "VISIBLE_CAM", "NIR_CAM",
+           "CAMERAS", "NIR_CAMERAS", "TEST_ID_FILE", "TEST_COPIES"]
 
 
 def file_camera(entry: IndexEntry, pid: int, where: str) -> int:
@@ -100,3 +104,50 @@ def read(root, split: int = 1) -> Layout:
     _check_test_copies(root, records, warnings)
     files = [f[0] for f in INDEX_FILES] + ([TEST_ID_FILE] if (root / TEST_ID_FILE).is_file() else [])
     return Layout(records, files, warnings)
+
+
+def write_synthetic(root: Path, s: synth.SynthSettings) -> list[synth.Shoot]:
+    """vis/ and nir/PPPP/PPPP_cCC_sSSSSSS_fN_(vis|nir).jpg, idx/{train,test}_{vis,nir}.txt,
+    idx/test_id.txt and the test copies by camera, test_vis/camC/PPPP/ and test_nir/camC/PPPP/
+    (no infrared camera 3, as the real set)."""
+    split = synth.split_ids(s, "llcm", 0)
+    test = set(split["test"])
+    jobs = []
+    entries: dict[str, list[tuple[str, int]]] = {"vis": [], "nir": []}
+    for code, (folder, cams) in enumerate((("vis", CAMERAS), ("nir", NIR_CAMERAS))):
+        seen_by = {pid: set(synth.stream(s, synth.STREAM_LLCM_CAMS, code, pid)
+                            .choice(cams, SYNTH_CAMS_PER_MODALITY, replace=False).tolist())
+                   for pid in range(1, s.n_ids + 1)}
+        for cam in cams:
+            shots = []
+            for pid in range(1, s.n_ids + 1):
+                if cam in seen_by[pid]:
+                    shots += [(pid, k, f"{folder}/{pid:04d}/{pid:04d}_c{cam:02d}_s{100 * pid + cam:06d}_f{10 * (k + 1)}"
+                                       f"_{folder}.jpg") for k in range(s.images_per_cam)]
+            copies = {rel: f"{TEST_COPIES[folder]}/cam{cam}/{pid:04d}/{rel.rsplit('/', 1)[1]}"
+                      for pid, _, rel in shots if pid in test}
+            jobs.append(synth.Shoot(10 * code + cam, folder == "nir", shots, "jpg", copies))
+            entries[folder] += [(rel, pid) for pid, _, rel in shots]
+    for rel, folder, _, _, part in INDEX_FILES:
+        synth.write_text(root / rel, synth.index_lines(sorted(entries[folder]), split[part]))
+    synth.write_text(root / TEST_ID_FILE, ",".join(str(i) for i in split["test"]) + "\n")
+    return jobs
+
+
+def _deen_protocol(direction: str) -> ProtocolDef:
+    # test_mode [1, 2] ("IR to VIS"): all infrared queries, drawn visible gallery; [2, 1] ("VIS to
+    # IR"): the transposed matrix, each drawn infrared image ranks all visible images.
+    mode = "[1, 2]" if direction == "i2v" else "[2, 1]"
+    return ProtocolDef(name=f"llcm-deen/{direction}", direction=direction, query=INFRARED, gallery=VISIBLE,
+                       normalize=True, num_trials=10, deen_draw="gallery" if direction == "i2v" else "query",
+                       follows=f"{DEEN_CODE} DEEN/test.py test_mode = {mode}, data_manager.process_gallery_llcm, "
+                               "eval_metrics.eval_llcm")
+
+
+SPEC = register_dataset(DatasetSpec(
+    name="llcm", label="LLCM", reader=read, splits=SPLITS,
+    cameras=(Camera(VISIBLE_CAM, VISIBLE), Camera(NIR_CAM, INFRARED)),
+    protocols=(*cross_modal_protocols("llcm"), _deen_protocol("i2v"), _deen_protocol("v2i")),
+    default_protocols=("llcm/v2i", "llcm/i2v"),
+    files=(*(f[0] for f in INDEX_FILES), TEST_ID_FILE), synth_writer=write_synthetic,
+    synth=SynthDefaults(test_fraction=0.33, ir_model="nir")))  # real: 351 of 1064 persons test

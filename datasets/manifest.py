@@ -106,11 +106,26 @@ def read_layout(dataset: str, root, split: int = 1) -> Layout:
     from vireid.datasets.registry import get_adapter
 
     root = Path(root).resolve()
-    layout = get_adapter(dataset).read(root, split)
+    spec = get_adapter(dataset)
+    layout = spec.read(root, split)
     records = validate_records(layout.records, source=f"{dataset} at {root}")
     if records.empty:
         raise DatasetError(f"{root}: no images found for {dataset} (check the layout and index files)")
+    check_cameras(records, spec, f"{dataset} at {root}")
     return Layout(records, layout.index_files, layout.warnings)
+
+
+def check_cameras(records, spec, source: str) -> None:
+    """Every record's camera is one of the spec's, with the spec's modality (an adapter bug or a
+    spec that disagrees with its adapter otherwise)."""
+    pairs = records[["cam", "modality"]].drop_duplicates()
+    expected = dict(zip(spec.camera_ids, (c.modality for c in spec.cameras)))
+    for cam, modality in pairs.itertuples(index=False):
+        if cam not in expected:
+            raise DatasetError(f"{source}: camera {cam} is not one of {spec.label}'s cameras {list(expected)}")
+        if expected[cam] != modality:
+            raise DatasetError(f"{source}: camera {cam} images are {modality!r} but {spec.label}'s spec says "
+                               f"{expected[cam]!r}")
 
 
 def outside_root(root: Path, paths: list[str]) -> list[str]:
@@ -168,7 +183,7 @@ def _check_suffix(path: Path) -> None:
 def write_manifest(manifest: Manifest, path) -> tuple[Path, Path]:
     """Write the records to ``path`` (.parquet or .csv) and the sidecar JSON next to it,
     each atomically; return both paths."""
-    from vireid.harness.io import atomic_path, atomic_write_json
+    from vireid.common.io import atomic_path, atomic_write_json
 
     path = Path(path)
     _check_suffix(path)

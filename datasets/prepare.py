@@ -65,7 +65,7 @@ def prepare(dataset: str, root, prepared_dir, size=(384, 144), synth: dict[str, 
     generated = None
     if synth is not None:
         generated = ensure_synthetic(root, dataset, SynthSettings.from_dict(synth), workers=workers)
-    from vireid.harness.io import remove_stale_temps
+    from vireid.common.io import remove_stale_temps
 
     for folder in (prepared, prepared / "cache"):
         remove_stale_temps(folder)  # left by a prepare killed with SIGKILL

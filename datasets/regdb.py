@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vireid.datasets import synth
 from vireid.datasets.layout import Layout, indexed_records, require_dir
+from vireid.datasets.registry import register_dataset
 from vireid.datasets.schema import INFRARED, VISIBLE
+from vireid.datasets.spec import AGW_CODE, Camera, DatasetSpec, ProtocolDef, SynthDefaults, cross_modal_protocols
 
 SPLITS = tuple(range(1, 11))
-VISIBLE_CAM, THERMAL_CAM = 2, 3
+VISIBLE_CAM, THERMAL_CAM = 2, 3  # the camera codes of the public code (one camera per modality)
 
-__all__ = ["read", "index_files", "SPLITS", "VISIBLE_CAM", "THERMAL_CAM"]
+__all__ = ["read", "index_files", "write_synthetic", "SPEC", "SPLITS", "VISIBLE_CAM", "THERMAL_CAM"]
 
 
 def index_files(split: int) -> list[tuple[str, str, str, int, str]]:
@@ -42,3 +45,35 @@ def read(root, split: int = 1) -> Layout:
         require_dir(root / folder, f"RegDB's {folder}/ folder")
     files = index_files(split)
     return Layout(indexed_records(root, files), [f[0] for f in files])
+
+
+def write_synthetic(root: Path, s: synth.SynthSettings) -> list[synth.Shoot]:
+    """Visible/ and Thermal/<person>/*.bmp (both 3-channel, as the real BMPs) and the 10 splits' index files."""
+    jobs = [synth.Shoot(cam, folder == "Thermal", [(pid, k, f"{folder}/{pid}/{letter}_{pid:04d}_{k + 1:02d}.bmp")
+                                                   for pid in range(1, s.n_ids + 1) for k in range(s.images_per_cam)],
+                        "bmp")
+            for folder, cam, letter in (("Visible", VISIBLE_CAM, "v"), ("Thermal", THERMAL_CAM, "t"))]
+    entries = {"Visible": [(rel, pid) for pid, _, rel in jobs[0].shots],
+               "Thermal": [(rel, pid) for pid, _, rel in jobs[1].shots]}
+    for trial in SPLITS:
+        split = synth.split_ids(s, "regdb", trial)
+        for rel, folder, _, _, part in index_files(trial):
+            synth.write_text(root / rel, synth.index_lines(entries[folder], split[part]))
+    return jobs
+
+
+def _agw_protocol(direction: str, query: str, gallery: str) -> ProtocolDef:
+    return ProtocolDef(name=f"regdb-agw/{direction}", direction=direction, query=query, gallery=gallery,
+                       normalize=True, cmc="first_match",
+                       follows=f"{AGW_CODE} eval_metrics.py eval_regdb, test.py --dataset regdb"
+                               + (" --tvsearch" if direction == "i2v" else ""))
+
+
+SPEC = register_dataset(DatasetSpec(
+    name="regdb", label="RegDB", reader=read, splits=SPLITS,
+    cameras=(Camera(VISIBLE_CAM, VISIBLE), Camera(THERMAL_CAM, INFRARED)),
+    protocols=(*cross_modal_protocols("regdb"), _agw_protocol("v2i", VISIBLE, INFRARED),
+               _agw_protocol("i2v", INFRARED, VISIBLE)),
+    default_protocols=("regdb/v2i", "regdb/i2v"),
+    files=tuple(f"idx/{part}_{kind}_N.txt" for part in ("train", "test") for kind in ("visible", "thermal")),
+    synth_writer=write_synthetic, synth=SynthDefaults(test_fraction=0.5, ir_model="thermal")))  # real: 206 of 412

@@ -1,44 +1,35 @@
-"""Dataset adapters by name: ``get_adapter("sysu").read(root, split)`` -> :class:`~vireid.datasets.layout.Layout`."""
+"""Datasets by name: ``get_adapter("sysu").read(root, split)`` -> :class:`~vireid.datasets.layout.Layout`.
+
+Each dataset module declares its :class:`~vireid.datasets.spec.DatasetSpec` and registers it
+with :func:`register_dataset`; a plugin (``VIREID_PLUGINS``, ``vireid --plugin``) registers
+its own the same way (docs/ARCHITECTURE.md "Adding a dataset").
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-
-from vireid.datasets import llcm, regdb, sysu
+from vireid.common.registry import Registry
 from vireid.datasets.errors import DatasetError
-from vireid.datasets.layout import Layout
+from vireid.datasets.spec import DatasetSpec
 
-__all__ = ["Adapter", "get_adapter", "list_datasets"]
+__all__ = ["DATASETS", "register_dataset", "get_dataset", "get_adapter", "list_datasets"]
 
-
-@dataclass(frozen=True)
-class Adapter:
-    name: str
-    label: str
-    splits: tuple[int, ...]  # valid values of `split` (RegDB's trials; 1 elsewhere)
-    reader: Callable[[Path, int], Layout]
-
-    def read(self, root, split: int = 1) -> Layout:
-        """Read and check the layout under ``root`` (no image decoding; see vireid.datasets.manifest)."""
-        if split not in self.splits:
-            raise DatasetError(f"{self.label} has splits {list(self.splits)}; got split {split}")
-        return self.reader(Path(root), split)
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", builtins=("vireid.datasets.sysu", "vireid.datasets.regdb", "vireid.datasets.llcm"),
+    error=DatasetError, register_hint="a plugin adds one with vireid.datasets.registry.register_dataset")
 
 
-_ADAPTERS = {
-    "sysu": Adapter("sysu", "SYSU-MM01", (1,), sysu.read),
-    "regdb": Adapter("regdb", "RegDB", regdb.SPLITS, regdb.read),
-    "llcm": Adapter("llcm", "LLCM", llcm.SPLITS, llcm.read),
-}
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Register ``spec`` under ``spec.name`` (refused when another spec holds the name)."""
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"register_dataset: expected a DatasetSpec, got {type(spec).__name__}")
+    return DATASETS.register(spec.name, spec)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    return DATASETS.get(name)
+
+
+get_adapter = get_dataset  # the name the adapters' callers know
 
 
 def list_datasets() -> list[str]:
-    return list(_ADAPTERS)
-
-
-def get_adapter(name: str) -> Adapter:
-    try:
-        return _ADAPTERS[name]
-    except KeyError:
-        raise DatasetError(f"unknown dataset {name!r}; expected one of {list_datasets()}") from None
+    return DATASETS.names()

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,20 +37,13 @@ GENERATOR_VERSION = 2  # 2: latent identity code (cue_correlation), NIR vs therm
                        # copies by camera and idx/test_id.txt)
 STAMP = "synth.json"
 FILES = "synth-files.txt"  # every file the generator wrote, one relative path a line
-LAYOUTS = ("sysu", "regdb", "llcm")
-DEFAULT_TEST_FRACTION = {"sysu": 0.3, "regdb": 0.5, "llcm": 0.33}  # real: 96/491, 206/412, 351/1064
-DEFAULT_IR_MODEL = {"sysu": "nir", "regdb": "thermal", "llcm": "nir"}  # the real cameras' kind
-SYSU_IR_CAMS = (3, 6)
-REGDB_TRIALS = 10
-SYSU_PERM_TRIALS = 10
-SYSU_INDOOR_ABSENT = 0.4  # persons never seen by the indoor visible cameras 1, 2 (real: 40 of 96 test persons)
-LLCM_CAMS_PER_MODALITY = 3
 JPEG_QUALITY = 92
 RENDER_CHUNK = 32  # images drawn at once
 # tags of the independent random streams
-_IDS, _SPLIT, _CAMERA, _VIEW, _PERM, _LLCM_CAMS, _ABSENT = range(7)
+STREAM_IDS, STREAM_SPLIT, STREAM_CAMERA, STREAM_VIEW, STREAM_PERM, STREAM_LLCM_CAMS, STREAM_ABSENT = range(7)
 
-__all__ = ["SynthSettings", "ensure_synthetic", "generate", "read_stamp", "LAYOUTS", "STAMP"]
+__all__ = ["SynthSettings", "ensure_synthetic", "generate", "read_stamp", "layouts", "layout_spec", "STAMP", "Shoot",
+           "stream", "split_ids", "index_lines", "write_text"]
 
 
 @dataclass(frozen=True)
@@ -62,8 +55,8 @@ class SynthSettings:
     width: int = 48
     difficulty: float = 0.5
     cue_correlation: float = 0.5  # how strongly every cue follows the latent identity code (0..1)
-    nir_luma_weight: float = 0.5  # NIR cameras: share of a material's NIR reflectance that follows its visible luminance
-    ir_model: str | None = None  # "nir" | "thermal"; None: the layout's real kind (DEFAULT_IR_MODEL)
+    nir_luma_weight: float = 0.5  # NIR cameras: share of a material's NIR reflectance following its visible luminance
+    ir_model: str | None = None  # "nir" | "thermal"; None: the layout's real kind (its spec's synth.ir_model)
     test_fraction: float | None = None  # None: the layout's default (about the real proportion)
     val_fraction: float = 0.1  # SYSU: ids written to exp/val_id.txt (training ids, as the real set)
 
@@ -81,12 +74,11 @@ class SynthSettings:
 
     def resolved(self, layout: str) -> "SynthSettings":
         """Checked, with the layout's default test fraction filled in."""
-        if layout not in LAYOUTS:
-            raise DatasetError(f"unknown synthetic layout {layout!r}; expected one of {list(LAYOUTS)}")
+        defaults = layout_spec(layout).synth
         out = self if self.test_fraction is not None else dataclasses.replace(
-            self, test_fraction=DEFAULT_TEST_FRACTION[layout])
+            self, test_fraction=defaults.test_fraction)
         if out.ir_model is None:
-            out = dataclasses.replace(out, ir_model=DEFAULT_IR_MODEL[layout])
+            out = dataclasses.replace(out, ir_model=defaults.ir_model)
         checks = [(out.n_ids >= 4, "n_ids must be at least 4"), (out.images_per_cam >= 1, "images_per_cam >= 1"),
                   (out.height >= 8 and out.width >= 4, "images must be at least 8 x 4 pixels"),
                   (0.0 <= out.difficulty <= 1.0, "difficulty must be in [0, 1]"),
@@ -109,18 +101,35 @@ class SynthSettings:
                 **dataclasses.asdict(self.resolved(layout))}
 
 
+def layouts() -> list[str]:
+    """The registered datasets that have a synthetic writer."""
+    from vireid.datasets.registry import DATASETS
+
+    return [spec.name for spec in DATASETS if spec.synth_writer is not None]
+
+
+def layout_spec(layout: str):
+    """The dataset spec of a synthetic layout (a DatasetError lists the layouts otherwise)."""
+    from vireid.datasets.registry import DATASETS
+
+    spec = DATASETS.get(layout) if layout in DATASETS else None
+    if spec is None or spec.synth_writer is None:
+        raise DatasetError(f"unknown synthetic layout {layout!r}; expected one of {layouts()}")
+    return spec
+
+
 def _split_sizes(s: SynthSettings, layout: str) -> tuple[int, int]:
     n_test = int(round(s.test_fraction * s.n_ids))
-    n_val = int(round(s.val_fraction * s.n_ids)) if layout == "sysu" else 0
+    n_val = int(round(s.val_fraction * s.n_ids)) if layout_spec(layout).synth.val_ids else 0
     return n_test, n_val
 
 
-def _rng(s: SynthSettings, *key: int) -> np.random.Generator:
+def stream(s: SynthSettings, *key: int) -> np.random.Generator:
     return np.random.default_rng([s.seed, *key])
 
 
 @dataclass(frozen=True)
-class _Shoot:
+class Shoot:
     """The images one camera takes: (pid, shot number, relative path) each."""
 
     key: int  # camera key of the random streams
@@ -130,17 +139,17 @@ class _Shoot:
     copies: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> byte-identical copy (LLCM test_*/)
 
 
-def render_job(s: SynthSettings, ids: Identities, job: _Shoot) -> np.ndarray:
+def render_job(s: SynthSettings, ids: Identities, job: Shoot) -> np.ndarray:
     """The images of one camera's ``job`` (``s`` resolved), in ``job.shots`` order.
 
     ``ids`` holds every identity of the dataset (row ``pid - 1``); the audit passes identities
     whose cues it has swapped, and gets the same views and camera as the written files.
     """
     size = (s.height, s.width)
-    camera = draw_camera(_rng(s, _CAMERA, job.key), job.infrared, size, s.difficulty, s.ir_model,
+    camera = draw_camera(stream(s, STREAM_CAMERA, job.key), job.infrared, size, s.difficulty, s.ir_model,
                          s.nir_luma_weight)
     index = np.array([pid - 1 for pid, _, _ in job.shots])
-    rngs = [_rng(s, _VIEW, job.key, pid, k) for pid, k, _ in job.shots]
+    rngs = [stream(s, STREAM_VIEW, job.key, pid, k) for pid, k, _ in job.shots]
     # Render in chunks whose arrays stay in the CPU cache; per-image streams keep the
     # result independent of the chunking.
     return np.concatenate([render(ids.take(index[i:i + RENDER_CHUNK]),
@@ -148,7 +157,7 @@ def render_job(s: SynthSettings, ids: Identities, job: _Shoot) -> np.ndarray:
                            for i in range(0, len(index), RENDER_CHUNK)])
 
 
-def _shoot(root: Path, s: SynthSettings, ids: Identities, job: _Shoot) -> int:
+def _shoot(root: Path, s: SynthSettings, ids: Identities, job: Shoot) -> int:
     """Render one camera's images in a batch and save them; returns the number written."""
     from PIL import Image
 
@@ -173,107 +182,31 @@ def _shoot(root: Path, s: SynthSettings, ids: Identities, job: _Shoot) -> int:
 
 def draw_dataset_identities(s: SynthSettings) -> Identities:
     """Every identity of the dataset ``s`` (resolved) describes, row ``pid - 1``."""
-    return draw_identities(_rng(s, _IDS), s.n_ids, s.difficulty, s.cue_correlation)
+    return draw_identities(stream(s, STREAM_IDS), s.n_ids, s.difficulty, s.cue_correlation)
 
 
-def plan(layout: str, root, settings: SynthSettings) -> tuple[SynthSettings, list[_Shoot]]:
+def plan(layout: str, root, settings: SynthSettings) -> tuple[SynthSettings, list[Shoot]]:
     """The resolved settings and the camera jobs of a dataset; writes its index files under ``root``."""
     s = settings.resolved(layout)
-    return s, _WRITERS[layout](Path(root), s)
+    return s, layout_spec(layout).synth_writer(Path(root), s)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
 
-def _split_ids(s: SynthSettings, layout: str, key: int) -> dict[str, list[int]]:
+def split_ids(s: SynthSettings, layout: str, key: int) -> dict[str, list[int]]:
     n_test, n_val = _split_sizes(s, layout)
-    order = _rng(s, _SPLIT, key).permutation(np.arange(1, s.n_ids + 1))
+    order = stream(s, STREAM_SPLIT, key).permutation(np.arange(1, s.n_ids + 1))
     return {"test": sorted(order[:n_test].tolist()), "val": sorted(order[n_test:n_test + n_val].tolist()),
             "train": sorted(order[n_test + n_val:].tolist())}
 
 
-def _index_lines(entries: list[tuple[str, int]], ids: list[int]) -> str:
+def index_lines(entries: list[tuple[str, int]], ids: list[int]) -> str:
     """``path label`` lines; labels number the persons 0.. in id order, as the real files do."""
     label = {pid: i for i, pid in enumerate(sorted(ids))}
     return "".join(f"{rel} {label[pid]}\n" for rel, pid in entries if pid in label)
-
-
-def _write_sysu(root: Path, s: SynthSettings) -> list[_Shoot]:
-    """cam1..cam6/PPPP/IIII.jpg, exp/*_id.txt and exp/rand_perm_cam.mat as the official file:
-    per camera one entry per person up to the camera's largest person id, uint8 10 x n, 10 x 0
-    for a person the camera never saw (about SYSU_INDOOR_ABSENT of the persons in cameras 1, 2)."""
-    from vireid.datasets.sysu import ID_FILES, PERM_FILE, image_path
-    from vireid.datasets.sysu_perm import write_rand_perm_cam
-
-    if s.images_per_cam > 255:
-        raise DatasetError(f"synthetic SYSU-MM01: images_per_cam={s.images_per_cam} does not fit the official "
-                           "uint8 permutation matrices (at most 255)")
-    pids = range(1, s.n_ids + 1)
-    for name, ids in _split_ids(s, "sysu", 0).items():
-        _write_text(root / ID_FILES[name], ",".join(str(i) for i in ids) + "\n")
-    indoor = {pid for pid in pids if _rng(s, _ABSENT, pid).random() >= SYSU_INDOOR_ABSENT}
-    seen = {cam: [pid for pid in pids if cam not in (1, 2) or pid in indoor] for cam in range(1, 7)}
-    perms = {}
-    numbers = np.arange(1, s.images_per_cam + 1)
-    for cam in range(1, 7):
-        rng = _rng(s, _PERM, cam)
-        perms[cam] = [np.stack([rng.permutation(numbers) for _ in range(SYSU_PERM_TRIALS)]) if pid in seen[cam]
-                      else np.zeros((SYSU_PERM_TRIALS, 0)) for pid in range(1, max(seen[cam], default=0) + 1)]
-    write_rand_perm_cam(root / PERM_FILE, perms, n_trials=SYSU_PERM_TRIALS)
-    return [_Shoot(cam, cam in SYSU_IR_CAMS, [(pid, k, image_path(cam, pid, k + 1)) for pid in seen[cam]
-                                              for k in range(s.images_per_cam)], "jpg") for cam in range(1, 7)]
-
-
-def _write_regdb(root: Path, s: SynthSettings) -> list[_Shoot]:
-    """Visible/ and Thermal/<person>/*.bmp (both 3-channel, as the real BMPs) and the 10 splits' index files."""
-    from vireid.datasets.regdb import THERMAL_CAM, VISIBLE_CAM, index_files
-
-    jobs = [_Shoot(cam, folder == "Thermal", [(pid, k, f"{folder}/{pid}/{letter}_{pid:04d}_{k + 1:02d}.bmp")
-                                              for pid in range(1, s.n_ids + 1) for k in range(s.images_per_cam)],
-                   "bmp")
-            for folder, cam, letter in (("Visible", VISIBLE_CAM, "v"), ("Thermal", THERMAL_CAM, "t"))]
-    entries = {"Visible": [(rel, pid) for pid, _, rel in jobs[0].shots],
-               "Thermal": [(rel, pid) for pid, _, rel in jobs[1].shots]}
-    for trial in range(1, REGDB_TRIALS + 1):
-        split = _split_ids(s, "regdb", trial)
-        for rel, folder, _, _, part in index_files(trial):
-            _write_text(root / rel, _index_lines(entries[folder], split[part]))
-    return jobs
-
-
-def _write_llcm(root: Path, s: SynthSettings) -> list[_Shoot]:
-    """vis/ and nir/PPPP/PPPP_cCC_sSSSSSS_fN_(vis|nir).jpg, idx/{train,test}_{vis,nir}.txt,
-    idx/test_id.txt and the test copies by camera, test_vis/camC/PPPP/ and test_nir/camC/PPPP/
-    (no infrared camera 3, as the real set)."""
-    from vireid.datasets.llcm import CAMERAS, INDEX_FILES, NIR_CAMERAS, TEST_COPIES, TEST_ID_FILE
-
-    split = _split_ids(s, "llcm", 0)
-    test = set(split["test"])
-    jobs = []
-    entries: dict[str, list[tuple[str, int]]] = {"vis": [], "nir": []}
-    for code, (folder, cams) in enumerate((("vis", CAMERAS), ("nir", NIR_CAMERAS))):
-        seen_by = {pid: set(_rng(s, _LLCM_CAMS, code, pid).choice(cams, LLCM_CAMS_PER_MODALITY, replace=False).tolist())
-                   for pid in range(1, s.n_ids + 1)}
-        for cam in cams:
-            shots = []
-            for pid in range(1, s.n_ids + 1):
-                if cam in seen_by[pid]:
-                    shots += [(pid, k, f"{folder}/{pid:04d}/{pid:04d}_c{cam:02d}_s{100 * pid + cam:06d}_f{10 * (k + 1)}"
-                                       f"_{folder}.jpg") for k in range(s.images_per_cam)]
-            copies = {rel: f"{TEST_COPIES[folder]}/cam{cam}/{pid:04d}/{rel.rsplit('/', 1)[1]}"
-                      for pid, _, rel in shots if pid in test}
-            jobs.append(_Shoot(10 * code + cam, folder == "nir", shots, "jpg", copies))
-            entries[folder] += [(rel, pid) for pid, _, rel in shots]
-    for rel, folder, _, _, part in INDEX_FILES:
-        _write_text(root / rel, _index_lines(sorted(entries[folder]), split[part]))
-    _write_text(root / TEST_ID_FILE, ",".join(str(i) for i in split["test"]) + "\n")
-    return jobs
-
-
-_WRITERS: dict[str, Callable[[Path, SynthSettings], list[_Shoot]]] = {
-    "sysu": _write_sysu, "regdb": _write_regdb, "llcm": _write_llcm}
 
 
 def generate(layout: str, out, settings: SynthSettings, workers: int = 2) -> dict[str, Any]:
@@ -291,8 +224,8 @@ def generate(layout: str, out, settings: SynthSettings, workers: int = 2) -> dic
     ids = draw_dataset_identities(s)
     with ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
         count = sum(pool.map(lambda job: _shoot(out, s, ids, job), jobs))
-    _write_text(out / STAMP, json.dumps(s.stamp(layout), indent=2) + "\n")
-    _write_text(out / FILES, "\n".join(sorted(_files_under(out) | {FILES})) + "\n")
+    write_text(out / STAMP, json.dumps(s.stamp(layout), indent=2) + "\n")
+    write_text(out / FILES, "\n".join(sorted(_files_under(out) | {FILES})) + "\n")
     return {"layout": layout, "root": str(out), "ids": s.n_ids, "images": count,
             "seconds": round(time.perf_counter() - started, 3)}
 

@@ -260,7 +260,8 @@ def draw_camera(rng: np.random.Generator, infrared: bool, size: tuple[int, int],
     else:
         gain = (rng.uniform(1 - 0.35 * a, 1 + 0.1 * a) * (1 + rng.uniform(-0.25 * a, 0.25 * a, 3))).astype(F)
         noise = 0.01 + 0.05 * a
-    return Camera(infrared=infrared, ir_model=ir_model, nir_luma_weight=float(nir_luma_weight), scene=np.clip(scene, 0, 1).astype(F), scale=float(rng.uniform(0.86, 1.0)),
+    return Camera(infrared=infrared, ir_model=ir_model, nir_luma_weight=float(nir_luma_weight),
+                  scene=np.clip(scene, 0, 1).astype(F), scale=float(rng.uniform(0.86, 1.0)),
                   blur=float(rng.uniform(0.2, 1.0) * (0.3 + 1.4 * a) * height / 96), noise=float(noise),
                   gain=gain, occlusion=float(0.45 * a))
 

@@ -21,21 +21,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vireid.datasets import synth
 from vireid.datasets.errors import DatasetError
 from vireid.datasets.layout import Layout, check_disjoint, require_dir, require_file
+from vireid.datasets.registry import register_dataset
 from vireid.datasets.schema import INFRARED, VISIBLE
-from vireid.datasets.sysu_perm import read_rand_perm_cam
+from vireid.datasets.spec import IDKL_CODE, Camera, DatasetSpec, ProtocolDef, SynthDefaults
+from vireid.datasets.sysu_perm import read_rand_perm_cam, write_rand_perm_cam
 
-CAMERAS = (1, 2, 3, 4, 5, 6)
-INFRARED_CAMERAS = (3, 6)
-GALLERY_CAMERAS = (1, 2, 4, 5)
+# Cameras 1, 2 (visible) and 3 (infrared) are indoor, in one room: camera 3 stands at camera 2's
+# location; 4, 5 (visible) and 6 (infrared) are outdoor.
+CAMERA_TABLE = (Camera(1, VISIBLE), Camera(2, VISIBLE), Camera(3, INFRARED, location=2), Camera(4, VISIBLE),
+                Camera(5, VISIBLE), Camera(6, INFRARED))
+CAMERAS = tuple(c.id for c in CAMERA_TABLE)
+INFRARED_CAMERAS = tuple(c.id for c in CAMERA_TABLE if c.modality == INFRARED)
+GALLERY_CAMERAS = tuple(c.id for c in CAMERA_TABLE if c.modality == VISIBLE)
+INDOOR_GALLERY = (1, 2)
 ID_FILES = {"train": "exp/train_id.txt", "val": "exp/val_id.txt", "test": "exp/test_id.txt"}
 PERM_FILE = "exp/rand_perm_cam.mat"
 PERM_SOURCE = ("the official SYSU-MM01 evaluation repository (github.com/wuancong/SYSU-MM01), "
                "evaluation/data_split/rand_perm_cam.mat")
 PERM_TRIALS = 10  # rows per person in the official file; the sysu/* protocols draw trials 0..9
 
-__all__ = ["read", "read_id_list", "image_path", "CAMERAS", "INFRARED_CAMERAS", "ID_FILES", "PERM_FILE", "PERM_SOURCE"]
+SYNTH_INDOOR_ABSENT = 0.4  # persons never seen by the indoor visible cameras (real: 40 of 96 test persons)
+
+__all__ = ["read", "read_id_list", "image_path", "write_synthetic", "SPEC", "CAMERAS", "INFRARED_CAMERAS", "ID_FILES",
+           "PERM_FILE", "PERM_SOURCE"]
 
 
 def image_path(cam: int, pid: int, number: int) -> str:
@@ -145,3 +156,44 @@ def read(root, split: int = 1) -> Layout:
         "camera": table["cam"].to_numpy(),
     })
     return Layout(records, [*ID_FILES.values(), *([PERM_FILE] if has_perm else [])], warnings)
+
+
+def write_synthetic(root: Path, s: synth.SynthSettings) -> list[synth.Shoot]:
+    """cam1..cam6/PPPP/IIII.jpg, exp/*_id.txt and exp/rand_perm_cam.mat as the official file:
+    per camera one entry per person up to the camera's largest person id, uint8 10 x n, 10 x 0
+    for a person the camera never saw (about SYNTH_INDOOR_ABSENT of the persons in the
+    indoor visible cameras)."""
+    if s.images_per_cam > 255:
+        raise DatasetError(f"synthetic SYSU-MM01: images_per_cam={s.images_per_cam} does not fit the official "
+                           "uint8 permutation matrices (at most 255)")
+    pids = range(1, s.n_ids + 1)
+    for name, ids in synth.split_ids(s, "sysu", 0).items():
+        synth.write_text(root / ID_FILES[name], ",".join(str(i) for i in ids) + "\n")
+    indoor = {pid for pid in pids if synth.stream(s, synth.STREAM_ABSENT, pid).random() >= SYNTH_INDOOR_ABSENT}
+    seen = {cam: [pid for pid in pids if cam not in INDOOR_GALLERY or pid in indoor] for cam in CAMERAS}
+    perms = {}
+    numbers = np.arange(1, s.images_per_cam + 1)
+    for cam in CAMERAS:
+        rng = synth.stream(s, synth.STREAM_PERM, cam)
+        perms[cam] = [np.stack([rng.permutation(numbers) for _ in range(PERM_TRIALS)]) if pid in seen[cam]
+                      else np.zeros((PERM_TRIALS, 0)) for pid in range(1, max(seen[cam], default=0) + 1)]
+    write_rand_perm_cam(root / PERM_FILE, perms, n_trials=PERM_TRIALS)
+    return [synth.Shoot(cam, cam in INFRARED_CAMERAS, [(pid, k, image_path(cam, pid, k + 1)) for pid in seen[cam]
+                                                       for k in range(s.images_per_cam)], "jpg") for cam in CAMERAS]
+
+
+def _protocol(mode: str, shots: str) -> ProtocolDef:
+    n = 1 if shots == "single" else 10
+    return ProtocolDef(
+        name=f"sysu/{mode}/{shots}", direction="i2v", query=INFRARED,
+        gallery=INDOOR_GALLERY if mode == "indoor" else VISIBLE, num_shots=n, num_trials=PERM_TRIALS,
+        perm_file=PERM_FILE,
+        follows=f"{IDKL_CODE} IDKL/utils/eval_sysu.py (mode={mode}, num_shots={n}, exp/rand_perm_cam.mat)")
+
+
+SPEC = register_dataset(DatasetSpec(
+    name="sysu", label="SYSU-MM01", reader=read, cameras=CAMERA_TABLE, normalize=True,
+    protocols=tuple(_protocol(mode, shots) for mode in ("all", "indoor") for shots in ("single", "multi")),
+    default_protocols=("sysu/all/single", "sysu/all/multi", "sysu/indoor/single", "sysu/indoor/multi"),
+    files=(*ID_FILES.values(), PERM_FILE), synth_writer=write_synthetic,
+    synth=SynthDefaults(test_fraction=0.3, ir_model="nir", val_ids=True)))  # real: 96 of 491 persons test

@@ -34,7 +34,8 @@ PROVENANCE = "provenance.json"
 FORMATS = ("idkl-official", "agw-official")
 # How a report row names the code that trained an imported checkpoint.
 FORMAT_LABELS = {"idkl-official": "IDKL code", "agw-official": "AGW code"}
-FORMAT_SOURCES = {"idkl-official": "github.com/1KK077/IDKL", "agw-official": "github.com/mangye16/Cross-Modal-Re-ID-baseline"}
+FORMAT_SOURCES = {"idkl-official": "github.com/1KK077/IDKL",
+                  "agw-official": "github.com/mangye16/Cross-Modal-Re-ID-baseline"}
 # Keys under which the public code (or common wrappers) store the state dict.
 STATE_KEYS = ("net", "state_dict", "model")
 SHOWN = 5  # keys named per error line
@@ -229,7 +230,8 @@ def plan_idkl(state: dict[str, torch.Tensor], source: str) -> Plan:
               ("center-loss centres (a training-only loss state)", ("center_loss.",))]
     if decompose:
         rules += [(sp + p, "specific_back." + p) for p in _BACK]
-        rules += [("backbone.IN.", "purifier.instance_norm."), ("backbone.mask1.channel_attention.", "purifier.mask_in."),
+        rules += [("backbone.IN.", "purifier.instance_norm."),
+                  ("backbone.mask1.channel_attention.", "purifier.mask_in."),
                   ("backbone.mask2.channel_attention.", "purifier.mask_f."), ("bn_neck_sp.", "bn_neck_sp."),
                   ("classifier_sp.", "classifier_sp."), ("C_sp_f.", "classifier_ip."),
                   ("D_special.", "modality_head."), ("D_shared_pseu.", "pseudo_modality_head.")]

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Visible-infrared person re-identification harness (IDKL and baselines).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import a module (name or .py path) that registers datasets or methods before the "
+                             "command runs (repeatable; added to $VIREID_PLUGINS for subprocesses)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMMAND_MODULES:
@@ -71,13 +74,41 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
-def main(argv: list[str] | None = None) -> int:
-    from vireid.harness.runtime import configure_environment
+def _plugin_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``--plugin X`` / ``--plugin=X`` anywhere on the command line, and the other arguments."""
+    plugins, rest, args = [], [], iter(argv)
+    for arg in args:
+        if arg == "--plugin":
+            value = next(args, None)
+            if value is None or value.startswith("-"):  # argparse names the missing value
+                rest.append(arg)
+                rest += [] if value is None else [value]
+            else:
+                plugins.append(value)
+        elif arg.startswith("--plugin="):
+            plugins.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return plugins, rest
 
+
+def main(argv: list[str] | None = None) -> int:
     from vireid.harness.logs import configure_logging
+    from vireid.harness.runtime import configure_environment
 
     configure_environment()  # before any command imports numpy or torch
     configure_logging()
+    plugins, argv = _plugin_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        if plugins:  # before the parser, whose choices list the registered datasets
+            from vireid.common.registry import add_plugins
+
+            add_plugins(plugins)
+    except Exception as exc:
+        if not is_user_error(exc) or "--debug" in argv:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

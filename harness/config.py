@@ -23,98 +23,102 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
-# Defaults per dataset: the test protocols the trainer runs at the end.
-DEFAULT_PROTOCOLS = {
-    "sysu": ["sysu/all/single", "sysu/all/multi", "sysu/indoor/single", "sysu/indoor/multi"],
-    "regdb": ["regdb/v2i", "regdb/i2v"],
-    "llcm": ["llcm/v2i", "llcm/i2v"],
-}
-
-
 @dataclass
 class SynthConfig:
     """Generate a synthetic dataset in the real layout of `data.dataset` before preparing."""
 
-    enabled: bool = False
-    seed: int = 0
-    n_ids: int = field(default=100, metadata={"ge": 4})
-    images_per_cam: int = field(default=4, metadata={"ge": 1})
-    height: int = field(default=96, metadata={"ge": 8, "le": 4096})
-    width: int = field(default=48, metadata={"ge": 4, "le": 4096})
-    difficulty: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
-    cue_correlation: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
-    nir_luma_weight: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
-    ir_model: str | None = None  # nir | thermal; null: the layout's real kind (SYSU, LLCM nir; RegDB thermal)
-    test_fraction: float | None = field(default=None, metadata={"gt": 0.0, "lt": 1.0})  # null: the layout's
+    enabled: bool
+    seed: int
+    n_ids: int = field(metadata={"ge": 4})
+    images_per_cam: int = field(metadata={"ge": 1})
+    height: int = field(metadata={"ge": 8, "le": 4096})
+    width: int = field(metadata={"ge": 4, "le": 4096})
+    difficulty: float = field(metadata={"ge": 0.0, "le": 1.0})
+    cue_correlation: float = field(metadata={"ge": 0.0, "le": 1.0})
+    nir_luma_weight: float = field(metadata={"ge": 0.0, "le": 1.0})
+    ir_model: str | None  # nir | thermal; null: the layout's real kind (its dataset spec)
+    test_fraction: float | None = field(metadata={"gt": 0.0, "lt": 1.0})  # null: the layout's (its dataset spec)
 
 
 @dataclass
 class DataConfig:
-    dataset: Literal["sysu", "regdb", "llcm"] = "sysu"
-    name: str = "synth-sysu"
-    label: str = "synthetic (SYSU-MM01 layout)"
-    root: str = "data/synth-sysu"
-    regdb_split: int = field(default=1, metadata={"ge": 1, "le": 10})
-    prepared_dir: str = "data/prepared/synth-sysu"
-    image_height: int = field(default=64, metadata={"ge": 8, "le": 4096})
-    image_width: int = field(default=32, metadata={"ge": 4, "le": 4096})
-    cache_workers: int = field(default=2, metadata={"ge": 1, "le": 1024})
+    dataset: str  # a registered dataset (vireid.datasets.registry), checked in validate
+    name: str
+    label: str
+    root: str
+    regdb_split: int = field(metadata={"ge": 1})  # the split of data.dataset (its spec lists them)
+    prepared_dir: str
+    image_height: int = field(metadata={"ge": 8, "le": 4096})
+    image_width: int = field(metadata={"ge": 4, "le": 4096})
+    cache_workers: int = field(metadata={"ge": 1, "le": 1024})
     # Images whose header claims more pixels are refused before decoding (decompression bombs).
-    max_image_pixels: int = field(default=25_000_000, metadata={"ge": 1})
-    synthetic: SynthConfig = field(default_factory=SynthConfig)
+    max_image_pixels: int = field(metadata={"ge": 1})
+    synthetic: SynthConfig
+
+    def validate(self, path: str) -> None:
+        from vireid.datasets.errors import DatasetError
+        from vireid.datasets.registry import get_dataset
+
+        try:
+            spec = get_dataset(self.dataset)
+        except DatasetError as exc:
+            raise ConfigError(f"{path}.dataset: {exc}") from None
+        if self.regdb_split not in spec.splits:
+            raise ConfigError(f"{path}.regdb_split: {spec.label} has splits {list(spec.splits)}; "
+                              f"got {self.regdb_split}")
 
 
 @dataclass
 class ModelConfig:
-    method: str = "idkl"
-    backbone: Literal["tiny", "resnet18", "resnet34", "resnet50"] = "tiny"
-    weights: str = "none"
-    last_stride: int = field(default=1, metadata={"ge": 1, "le": 2})
+    method: str
+    backbone: Literal["tiny", "resnet18", "resnet34", "resnet50"]
+    weights: str
+    last_stride: int = field(metadata={"ge": 1, "le": 2})
     # The method's own options (its options dataclass, e.g. AGW's non_local_width); {}: its defaults.
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any]
 
 
 @dataclass
 class AugmentConfig:
-    flip: bool = True
-    pad: int = field(default=10, metadata={"ge": 0})
-    pad_fill: int = field(default=127, metadata={"ge": 0, "le": 255})
-    random_erasing: float = field(default=0.5, metadata={"ge": 0.0, "le": 1.0})
-    channel_aug: bool = False
+    flip: bool
+    pad: int = field(metadata={"ge": 0})
+    pad_fill: int = field(metadata={"ge": 0, "le": 255})
+    random_erasing: float = field(metadata={"ge": 0.0, "le": 1.0})
+    channel_aug: bool
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(default=12, metadata={"ge": 1})
-    p: int = field(default=8, metadata={"ge": 2})
-    k: int = field(default=4, metadata={"ge": 2})
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = field(default=3.5e-4, metadata={"gt": 0.0})
-    weight_decay: float = field(default=5e-3, metadata={"ge": 0.0})
-    momentum: float = field(default=0.9, metadata={"ge": 0.0, "lt": 1.0})
-    milestones: list[int] = field(default_factory=lambda: [55, 95])
-    gamma: float = field(default=0.1, metadata={"gt": 0.0, "le": 1.0})
-    warmup_epochs: int = field(default=0, metadata={"ge": 0})
-    warmup_factor: float = field(default=0.1, metadata={"gt": 0.0, "le": 1.0})
+    epochs: int = field(metadata={"ge": 1})
+    p: int = field(metadata={"ge": 2})
+    k: int = field(metadata={"ge": 2})
+    optimizer: Literal["adam", "sgd"]
+    lr: float = field(metadata={"gt": 0.0})
+    weight_decay: float = field(metadata={"ge": 0.0})
+    momentum: float = field(metadata={"ge": 0.0, "lt": 1.0})
+    milestones: list[int]
+    gamma: float = field(metadata={"gt": 0.0, "le": 1.0})
+    warmup_epochs: int = field(metadata={"ge": 0})
+    warmup_factor: float = field(metadata={"gt": 0.0, "le": 1.0})
     # factor: from warmup_factor at epoch 0 linearly to 1 at warmup_epochs; ramp: (epoch + 1) / warmup_epochs (AGW code)
-    warmup_rule: Literal["factor", "ramp"] = "factor"
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    compile: bool = False
-    grad_clip: float | None = field(default=None, metadata={"gt": 0.0})
-    seed: int = 1
-    deterministic: bool = False
-    device: str = "auto"
-    threads: int | None = field(default=None, metadata={"ge": 1, "le": 4096})
-    steps_per_epoch: int | None = field(default=None, metadata={"ge": 1})
-    val_fraction: float = field(default=0.2, metadata={"ge": 0.0, "lt": 1.0})
-    val_every: int = field(default=2, metadata={"ge": 1})
-    select: Literal["last", "best"] = "last"
-    select_metric: Literal["mAP", "r1", "mINP"] = "mAP"
-    checkpoint_every: int = field(default=1, metadata={"ge": 1})
-    eval_batch_size: int = field(default=256, metadata={"ge": 1})
-    sync_bn: bool = False
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    warmup_rule: Literal["factor", "ramp"]
+    amp: Literal["auto", "off", "bf16", "fp16"]
+    channels_last: Literal["auto", "on", "off"]
+    compile: bool
+    grad_clip: float | None = field(metadata={"gt": 0.0})
+    seed: int
+    deterministic: bool
+    device: str
+    threads: int | None = field(metadata={"ge": 1, "le": 4096})
+    steps_per_epoch: int | None = field(metadata={"ge": 1})
+    val_fraction: float = field(metadata={"ge": 0.0, "lt": 1.0})
+    val_every: int = field(metadata={"ge": 1})
+    select: Literal["last", "best"]
+    select_metric: Literal["mAP", "r1", "mINP"]
+    checkpoint_every: int = field(metadata={"ge": 1})
+    eval_batch_size: int = field(metadata={"ge": 1})
+    sync_bn: bool
+    augment: AugmentConfig
 
     def validate(self, path: str) -> None:
         if self.k % 2:
@@ -123,33 +127,33 @@ class TrainConfig:
 
 @dataclass
 class RerankConfig:
-    k1: int = field(default=20, metadata={"ge": 1})
-    k2: int = field(default=6, metadata={"ge": 1})
-    lam: float = field(default=0.3, metadata={"ge": 0.0, "le": 1.0})
+    k1: int = field(metadata={"ge": 1})
+    k2: int = field(metadata={"ge": 1})
+    lam: float = field(metadata={"ge": 0.0, "le": 1.0})
     # What the neighbours are ranked by: the distances, or the public IDKL code's SYSU-MM01
     # ranking (gallery columns at the matrix maximum); docs/evaluation.md.
-    variant: Literal["standard", "idkl-sysu"] = "standard"
+    variant: Literal["standard", "idkl-sysu"]
 
 
 @dataclass
 class EvalConfig:
-    protocols: list[str] | None = None
-    trials: list[int] | None = None
-    rerank: bool = False
-    rerank_params: RerankConfig = field(default_factory=RerankConfig)
+    protocols: list[str] | None
+    trials: list[int] | None
+    rerank: bool
+    rerank_params: RerankConfig
     # The evaluate stage reports every protocol with and without re-ranking.
-    rerank_modes: list[bool] = field(default_factory=lambda: [False, True])
+    rerank_modes: list[bool]
     # A features file whose arrays would take more memory is refused (decompression bound).
-    max_features_mib: int = field(default=1024, metadata={"ge": 1})
+    max_features_mib: int = field(metadata={"ge": 1})
 
 
 @dataclass
 class TrackingConfig:
-    enabled: bool = True
-    uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db
-    experiment: str = "vireid-bench"
-    system_metrics: bool = True  # CPU/GPU/memory every 10 s from a background thread (needs psutil)
-    log_checkpoint: bool = True  # checkpoint.pt and features.npz as run artifacts (large for ResNet-50)
+    enabled: bool
+    uri: str | None  # None: $MLFLOW_TRACKING_URI, else sqlite:///<repo>/mlflow.db
+    experiment: str
+    system_metrics: bool  # CPU/GPU/memory every 10 s from a background thread (needs psutil)
+    log_checkpoint: bool  # checkpoint.pt and features.npz as run artifacts (large for ResNet-50)
 
 
 @dataclass
@@ -170,37 +174,37 @@ class SearchParam:
 
 @dataclass
 class TuneConfig:
-    study_name: str = "idkl-loss-weights"
-    storage: str = "sqlite:///tune/optuna.db"
-    experiment: str = "idkl"
-    n_trials: int = field(default=6, metadata={"ge": 1})
-    timeout: float | None = field(default=None, metadata={"gt": 0.0})
-    seed: int = 0
-    metric: Literal["mAP", "r1", "mINP"] = "mAP"
-    pruner: Literal["median", "none"] = "median"
-    n_startup_trials: int = field(default=2, metadata={"ge": 0})
-    n_warmup_steps: int = field(default=1, metadata={"ge": 0})
-    jobs: int = field(default=1, metadata={"ge": 1})
-    overrides: dict[str, Any] = field(default_factory=dict)
-    search_space: dict[str, SearchParam] = field(default_factory=dict)
+    study_name: str
+    storage: str
+    experiment: str
+    n_trials: int = field(metadata={"ge": 1})
+    timeout: float | None = field(metadata={"gt": 0.0})
+    seed: int
+    metric: Literal["mAP", "r1", "mINP"]
+    pruner: Literal["median", "none"]
+    n_startup_trials: int = field(metadata={"ge": 0})
+    n_warmup_steps: int = field(metadata={"ge": 0})
+    jobs: int = field(metadata={"ge": 1})
+    overrides: dict[str, Any]
+    search_space: dict[str, SearchParam]
 
 
 @dataclass
 class ReportConfig:
-    runs_dir: str = "results/metrics"
-    out_dir: str = "reports"
-    published_csv: str = "reports/published_results.csv"
+    runs_dir: str
+    out_dir: str
+    published_csv: str
 
 
 @dataclass
 class StudyConfig:
     """The DVC matrix axes (dvc.yaml reads these) and the dataset the tuner uses."""
 
-    variants: list[str] = field(default_factory=lambda: ["idkl"])
-    datasets: list[str] = field(default_factory=lambda: ["synth-sysu"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    jobs: int = field(default=1, metadata={"ge": 1, "le": 256})  # `vireid repro-matrix`: stages at once
-    tune_dataset: str = "synth-sysu"
+    variants: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    jobs: int = field(metadata={"ge": 1, "le": 256})  # `vireid repro-matrix`: stages at once
+    tune_dataset: str
 
 
 @dataclass
@@ -217,15 +221,16 @@ class ExperimentMeta:
 
 @dataclass
 class Params:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: dict[str, Any] = field(default_factory=dict)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    tune: TuneConfig = field(default_factory=TuneConfig)
-    report: ReportConfig = field(default_factory=ReportConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
+    data: DataConfig
+    model: ModelConfig
+    loss: dict[str, Any]
+    train: TrainConfig
+    eval: EvalConfig
+    tracking: TrackingConfig
+    tune: TuneConfig
+    report: ReportConfig
+    study: StudyConfig
+    # Not a params.yaml block: an experiment overlay's description of itself.
     experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
 
     def validate(self, path: str) -> None:
@@ -264,7 +269,9 @@ class Params:
                 raise ConfigError(f"eval.trials: {exc}") from None
 
     def protocols(self) -> list[str]:
-        return list(self.eval.protocols or DEFAULT_PROTOCOLS[self.data.dataset])
+        from vireid.datasets.registry import get_dataset
+
+        return list(self.eval.protocols or get_dataset(self.data.dataset).default_protocols)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -318,24 +325,25 @@ def list_dataset_overlays() -> list[str]:
     return sorted(p.stem for p in (EXPERIMENTS_DIR / "data").glob("*.yaml"))
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str, flag: str = "--set") -> tuple[list[str], Any]:
+    """``key.path=value`` -> (key parts, YAML value): the one override parser of every command."""
     from vireid.harness import yamlsafe
     from vireid.harness.schema import shown
 
     if "=" not in text:
-        raise ConfigError(f"--set {shown(text)}: expected key.path=value")
+        raise ConfigError(f"{flag} {shown(text)}: expected key.path=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {shown(text)}: expected key.path=value with a non-empty key path")
+        raise ConfigError(f"{flag} {shown(text)}: expected key.path=value with a non-empty key path")
     try:
-        value = yamlsafe.load(raw, f"--set {key}") if raw.strip() else ""
+        value = yamlsafe.load(raw, f"{flag} {key}") if raw.strip() else ""
     except yamlsafe.YAMLSyntaxError:
         value = raw
     return key.split("."), value
 
 
-def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+def apply_override(data: dict[str, Any], keys: list[str], value: Any, flag: str = "--set") -> None:
     """Set one key; a mapping value merges into the mapping already there (like an overlay),
     so `--set 'train.augment={flip: false}'` keeps the other `augment` keys."""
     node = data
@@ -344,7 +352,7 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
         if child is None:
             child = node[key] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
+            raise ConfigError(f"{flag} {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a mapping")
         node = child
     if isinstance(value, dict) and isinstance(node.get(keys[-1]), dict):
         value = deep_merge(node[keys[-1]], value)

@@ -55,8 +55,9 @@ def score_arrays(run_dir: str | Path, params: Any) -> tuple[dict[str, np.ndarray
 
     from vireid.datasets.transforms import EvalTransform
     from vireid.harness import tracking
-    from vireid.harness.data import extract_features, load_prepared
-    from vireid.harness.runner import features_arrays, query_gallery_indices, resolve_device
+    from vireid.harness.data import load_prepared
+    from vireid.harness.evaluation.results import RunInfo
+    from vireid.harness.runner import extract_test_arrays, resolve_device
     from vireid.harness.trainer import resolve_amp
 
     model, run_params, prov = load_model(run_dir)
@@ -68,18 +69,13 @@ def score_arrays(run_dir: str | Path, params: Any) -> tuple[dict[str, np.ndarray
     data = load_prepared(params.data)
     transform = EvalTransform().to(device)
     amp_dtype = resolve_amp(cfg.amp, device)
-    q_idx, g_idx = query_gallery_indices(data.records, "test")
-    fq, fg = (extract_features(model, data, idx, cfg.eval_batch_size, transform, device, amp_dtype)
-              for idx in (q_idx, g_idx))
-    arrays = features_arrays(data, fq, fg, q_idx, g_idx)
-    info = {
-        "variant": run_params.experiment.name, "variant_label": run_params.experiment.label or run_params.experiment.name,
-        "ablation_order": None, "method": run_params.model.method,
-        "dataset": params.data.name, "dataset_label": params.data.label, "seed": None,
-        "mlflow_run_id": None, "git_commit": tracking.git_commit(), "params": run_params.flat(),
-        "train_seconds": None, "selected_epoch": prov.get("source_entries", {}).get("epoch"),
-        "best_validation": None, "kind": "imported",
-        "imported": {"format": prov["format"], "label": prov["source_label"], "file": prov["file"],
-                     "sha256": prov["sha256"]},
-    }
+    arrays = extract_test_arrays(model, data, cfg.eval_batch_size, transform, device, amp_dtype)
+    info = RunInfo(
+        variant=run_params.experiment.name,
+        variant_label=run_params.experiment.label or run_params.experiment.name,
+        method=run_params.model.method, dataset=params.data.name, dataset_label=params.data.label, seed=None,
+        git_commit=tracking.git_commit(), params=run_params.flat(),
+        selected_epoch=prov.get("source_entries", {}).get("epoch"), kind="imported",
+        imported={"format": prov["format"], "label": prov["source_label"], "file": prov["file"],
+                  "sha256": prov["sha256"]}).to_dict()
     return arrays, info, data.fingerprint

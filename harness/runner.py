@@ -80,6 +80,20 @@ def features_arrays(data, feats_q: np.ndarray, feats_g: np.ndarray, q_idx: np.nd
     }
 
 
+def extract_test_arrays(model, data, batch_size: int, transform, device,
+                        amp_dtype) -> dict[str, np.ndarray] | None:
+    """The test step, shared by training and `vireid evaluate` of an imported checkpoint: test
+    features of the test split (infrared queries, visible gallery) in the features-file format,
+    extracted on every rank and gathered to rank 0 (None on the others)."""
+    from vireid.harness.data import extract_features
+
+    q_idx, g_idx = query_gallery_indices(data.records, "test")
+    fq, fg = (dist.gather_rows(extract_features(model, data, dist.shard(idx), batch_size, transform, device,
+                                                amp_dtype), len(idx))
+              for idx in (q_idx, g_idx))
+    return features_arrays(data, fq, fg, q_idx, g_idx) if dist.rank() == 0 else None
+
+
 def evaluate_arrays(arrays: dict[str, np.ndarray], protocols: list[str], data_root: Path, rerank: bool,
                     rerank_params: Any, fingerprint: str, trials: list[int] | None = None) -> list[dict[str, Any]]:
     from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays
@@ -124,8 +138,9 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     from vireid.datasets.samplers import ModalityBalancedIdentitySampler
     from vireid.datasets.transforms import EvalTransform, TrainAugment
     from vireid.harness import tracking
-    from vireid.harness.data import TrainBatches, extract_features, load_prepared, split_identities
+    from vireid.harness.data import TrainBatches, load_prepared, split_identities
     from vireid.harness.evaluation.features_file import save_features
+    from vireid.harness.evaluation.results import RunInfo
     from vireid.harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
     from vireid.harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
     from vireid.methods import param_groups
@@ -219,26 +234,21 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
             core.load_state_dict(trainer.best_state)
 
         # Test protocols, once, at the end. Features are gathered to rank 0.
-        q_idx, g_idx = query_gallery_indices(data.records, "test")
-        fq, fg = (dist.gather_rows(extract_features(core, data, dist.shard(idx), cfg.eval_batch_size,
-                                                    eval_transform, device, amp_dtype), len(idx))
-                  for idx in (q_idx, g_idx))
+        arrays = extract_test_arrays(core, data, cfg.eval_batch_size, eval_transform, device, amp_dtype)
         if not is_main:
             return {}
-        arrays = features_arrays(data, fq, fg, q_idx, g_idx)
         save_features(run_dir / "features.npz", arrays)
         results = evaluate_arrays(arrays, params.protocols(), data.root, params.eval.rerank,
                                   params.eval.rerank_params, data.fingerprint, params.eval.trials)
-        run_info = {
-            "variant": params.experiment.name, "variant_label": params.experiment.label or params.experiment.name,
-            "ablation_order": params.experiment.ablation_order, "method": params.model.method,
-            "dataset": params.data.name, "dataset_label": params.data.label, "seed": cfg.seed,
-            "mlflow_run_id": active.info.run_id if use_mlflow else None, "git_commit": tracking.git_commit(),
-            "params": params.flat(), "train_seconds": round(train_seconds, 2),
-            "selected_epoch": trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
-            "best_validation": trainer.best,
-        }
-        metrics = {"run": run_info, "results": results}
+        run_info = RunInfo(
+            variant=params.experiment.name, variant_label=params.experiment.label or params.experiment.name,
+            ablation_order=params.experiment.ablation_order, method=params.model.method,
+            dataset=params.data.name, dataset_label=params.data.label, seed=cfg.seed,
+            mlflow_run_id=active.info.run_id if use_mlflow else None, git_commit=tracking.git_commit(),
+            params=params.flat(), train_seconds=round(train_seconds, 2),
+            selected_epoch=trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
+            best_validation=trainer.best)
+        metrics = {"run": run_info.to_dict(), "results": results}
         atomic_write_json(run_dir / "metrics.json", metrics)
         atomic_write_text(run_dir / "cmc.csv", cmc_table(results))
         if use_mlflow:

@@ -186,7 +186,7 @@ class Trainer:
     def train(self) -> None:
         self._call("before_train")
         start_epoch = self.epoch
-        for self.epoch in range(start_epoch, self.epochs):
+        for self.epoch in range(start_epoch, self.epochs):  # noqa: B020 (the trainer's epoch counter)
             self.model.train()
             self.batches.sampler.set_epoch(self.epoch)
             self.step_in_epoch = 0

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vireid.common.schema import ConfigError
 from vireid.methods import losses as L
 from vireid.methods.backbones import FEATURE_DIMS, build_resnet, check_backbone, load_weights, stem
 from vireid.methods.layers import BNNeck, GeM, NonLocal
-from vireid.methods.registry import LossSchema, config_error, register_method
+from vireid.methods.registry import LossSchema, register_method
 
 AGW_TERMS = ("id", "triplet")
 # Non-local blocks per stage in the AGW code (ResNet-50: after blocks 2,3 of layer2 and 3,4,5 of layer3).
@@ -42,7 +43,7 @@ class AGWLossConfig:
 
     def check(self, path: str = "loss") -> None:
         if not self.enabled_terms():
-            raise config_error(f"{path}: every loss term is off; enable id or triplet")
+            raise ConfigError(f"{path}: every loss term is off; enable id or triplet")
 
 
 def agw_loss_defaults() -> dict[str, Any]:
@@ -63,7 +64,7 @@ class AGWOptions:
 
     def check(self, path: str = "model.options") -> None:
         if len(self.non_local) != 4 or any(n < 0 for n in self.non_local):
-            raise config_error(f"{path}.non_local: expected 4 counts >= 0 (one per ResNet stage), "
+            raise ConfigError(f"{path}.non_local: expected 4 counts >= 0 (one per ResNet stage), "
                                f"got {self.non_local!r}")
 
 

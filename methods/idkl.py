@@ -17,10 +17,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vireid.common.schema import ConfigError
 from vireid.methods import losses as L
 from vireid.methods.backbones import FEATURE_DIMS, back, build_resnet, check_backbone, front, load_weights
 from vireid.methods.layers import BNNeck, GeM, ModalityDiscriminator, Purifier
-from vireid.methods.registry import LossSchema, config_error, register_method
+from vireid.methods.registry import LossSchema, register_method
 
 _W = {"ge": 0.0}
 
@@ -102,9 +103,9 @@ class IDKLLossConfig:
     def check(self, path: str = "loss") -> None:
         """Reject configurations that would train nothing or leave a term empty."""
         if not self.enabled_terms():
-            raise config_error(f"{path}: every loss term is off; enable at least one of {', '.join(IDKL_TERMS)}")
+            raise ConfigError(f"{path}: every loss term is off; enable at least one of {', '.join(IDKL_TERMS)}")
         if self.ip and not (self.ip_entropy or self.ip_centroid):
-            raise config_error(f"{path}.ip: enabled, but both ip.entropy and ip.centroid are off")
+            raise ConfigError(f"{path}.ip: enabled, but both ip.entropy and ip.centroid are off")
 
     def large_batch(self, batch_size: int) -> bool:
         if self.kl_batch_rule == "large":

@@ -11,16 +11,20 @@ back to one group, so the harness never needs to know the method by name.
 Loss mappings may be flat (``triplet_weight: 2``) or nested by term
 (``triplet: {enabled: true, weight: 2, margin: 1.3}``): ``<term>.enabled`` -> field ``<term>``,
 ``<term>.<x>`` -> field ``<term>_<x>``, and ``<term>: true/false`` is ``<term>.enabled``.
-Errors name the key path; they are ``vireid.harness.schema.ConfigError`` when the harness is
-importable (a ``ValueError`` either way).
+Errors name the key path; they are :class:`vireid.common.schema.ConfigError` (a ``ValueError``),
+from the same typed converter that reads params.yaml. Methods live in one
+:class:`~vireid.common.registry.Registry`; a plugin registers one the way idkl.py and agw.py do.
 """
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, get_args, get_origin
+from typing import Any, Callable
+
+from vireid.common.registry import Registry
+from vireid.common.schema import ConfigError, check_range, convert
+
 
 @dataclass(frozen=True)
 class LossSchema:
@@ -53,7 +57,9 @@ class MethodSpec:
     options: type = NoOptions
 
 
-_REGISTRY: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry(
+    "method", builtins=("vireid.methods.idkl", "vireid.methods.agw"), error=ConfigError,
+    register_hint="a plugin adds one with vireid.methods.register_method")
 
 
 def register_method(name: str, loss: LossSchema,
@@ -61,22 +67,18 @@ def register_method(name: str, loss: LossSchema,
     """Decorator registering `builder` under `name` (with its loss schema and options dataclass)."""
 
     def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
-            raise ValueError(f"method {name!r} is already registered")
-        _REGISTRY[name] = MethodSpec(name, builder, loss, options)
+        METHODS.register(name, MethodSpec(name, builder, loss, options), same=lambda old, new: old.builder is builder)
         return builder
 
     return decorate
 
 
 def list_methods() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(METHODS.names())
 
 
 def get_method(name: str) -> MethodSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(list_methods())}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def resolve_loss_config(name: str, loss: Any = None, path: str = "loss") -> Any:
@@ -95,7 +97,7 @@ def resolve_options(name: str, options: dict[str, Any] | None = None, path: str 
     if options is None:
         options = {}
     if not isinstance(options, dict):
-        raise config_error(f"{path}: expected a mapping, got {options!r}")
+        raise ConfigError(f"{path}: expected a mapping, got {options!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
@@ -103,9 +105,9 @@ def resolve_options(name: str, options: dict[str, Any] | None = None, path: str 
         key_path = f"{path}.{key}"
         if key not in fields:
             allowed = ", ".join(fields) or f"none (method {name!r} has no options)"
-            raise config_error(f"unknown key {key_path}; allowed keys under {path}: {allowed}")
-        converted = _convert(value, hints[key], key_path)
-        _check_bounds(converted, fields[key].metadata, key_path, value)
+            raise ConfigError(f"unknown key {key_path}; allowed keys under {path}: {allowed}")
+        converted = convert(value, hints[key], key_path)
+        check_range(converted, fields[key].metadata, key_path, nan_ok=True)
         values[key] = converted
     resolved = cls(**values)
     resolved.check(path)
@@ -147,71 +149,17 @@ def param_groups(model: Any, lr: float) -> list[dict[str, Any]]:
 
 
 # --- typed loss mappings ------------------------------------------------------------------------
-def config_error(message: str) -> ValueError:
-    try:
-        from vireid.harness.schema import ConfigError
-    except ImportError:  # methods/ used without the harness
-        return ValueError(message)
-    return ConfigError(message)
-
-
-def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
-        return "one of " + " | ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = get_origin(tp)
-    if origin is Literal:
-        if value not in get_args(tp):
-            raise config_error(f"{path}: expected {_type_name(tp)}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType) and type(None) in get_args(tp):
-        if value is None:
-            return None
-        (inner,) = [a for a in get_args(tp) if a is not type(None)]
-        return _convert(value, inner, path)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise config_error(f"{path}: expected a list, got {value!r}")
-        (item,) = get_args(tp)[:1] or (Any,)
-        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise config_error(f"{path}: expected bool (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise config_error(f"{path}: expected int, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise config_error(f"{path}: expected float, got {value!r}")
-    raise TypeError(f"unsupported loss-config field type {tp!r}")  # a programming error
-
-
-def _check_bounds(converted: Any, meta: Any, key_path: str, value: Any) -> None:
-    """Field metadata `ge` / `le` (NaN passes and fails loudly later)."""
-    minimum, maximum = meta.get("ge"), meta.get("le")
-    if minimum is not None and converted is not None and converted < minimum:
-        raise config_error(f"{key_path}: expected a value >= {minimum}, got {value!r}")
-    if maximum is not None and converted is not None and converted > maximum:
-        raise config_error(f"{key_path}: expected a value <= {maximum}, got {value!r}")
-
-
 def flatten_loss_mapping(loss: dict[str, Any] | None, terms: tuple[str, ...], path: str) -> list[tuple[str, Any, str]]:
     """A flat or term-nested mapping as [(field name, value, key path)]."""
     if loss is None:
         return []
     if not isinstance(loss, dict):
-        raise config_error(f"{path}: expected a mapping, got {loss!r}")
+        raise ConfigError(f"{path}: expected a mapping, got {loss!r}")
     out = []
     for key, value in loss.items():
         if isinstance(value, dict):
             if key not in terms:
-                raise config_error(f"{path}.{key}: not a loss term (terms: {', '.join(terms)})")
+                raise ConfigError(f"{path}.{key}: not a loss term (terms: {', '.join(terms)})")
             for sub, sub_value in value.items():
                 out.append((key if sub == "enabled" else f"{key}_{sub}", sub_value, f"{path}.{key}.{sub}"))
         else:
@@ -233,13 +181,13 @@ def build_loss_config(cls: type, loss: dict[str, Any] | None, defaults: dict[str
             if len(parts) >= 2 and parts[-2] in terms:
                 term = parts[-2]
                 allowed = ["enabled"] + [f[len(term) + 1:] for f in fields if f.startswith(term + "_")]
-                raise config_error(f"unknown key {key_path}; allowed keys under {'.'.join(parts[:-1])}: "
+                raise ConfigError(f"unknown key {key_path}; allowed keys under {'.'.join(parts[:-1])}: "
                                    + ", ".join(allowed))
-            raise config_error(f"unknown key {key_path}; allowed keys under {path}: {', '.join(fields)}")
-        converted = _convert(value, hints[name], key_path)
-        _check_bounds(converted, fields[name].metadata, key_path, value)
+            raise ConfigError(f"unknown key {key_path}; allowed keys under {path}: {', '.join(fields)}")
+        converted = convert(value, hints[name], key_path)
+        check_range(converted, fields[name].metadata, key_path, nan_ok=True)
         if forced and name in forced and converted != forced[name]:
-            raise config_error(f"{key_path}: {forced_reason or 'fixed by this method'} (must be {forced[name]!r})")
+            raise ConfigError(f"{key_path}: {forced_reason or 'fixed by this method'} (must be {forced[name]!r})")
         values[name] = converted
     values.update(forced or {})
     config = cls(**values)

@@ -1,8 +1,9 @@
 """Catalogue of bad inputs: each is run through the real CLI and must fail cleanly.
 
 Used by tests/test_bad_inputs.py (every case: exit code 2, a message naming the culprit,
-nothing left behind) and, run as a script, to write docs/bad-inputs.md from the messages
-the code actually prints:
+nothing left behind; in-process through `cli.main`, and a few as real subprocesses, where the
+exit status and the absence of a traceback are the point) and, run as a script, to write
+docs/bad-inputs.md from the messages the code actually prints:
 
     .venv/bin/python tests/bad_inputs.py docs/bad-inputs.md
 """
@@ -31,7 +32,15 @@ class Case:
     written: str | None = None  # a path (relative to tmp) that must NOT exist afterwards
 
 
-def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`vireid ARGS` run in this process (fast), as a CompletedProcess."""
+    from fault_cases import main_inprocess
+
+    code, out, err = main_inprocess(list(args))
+    return subprocess.CompletedProcess(["vireid", *args], code, out, err)
+
+
+def cli_subprocess(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vireid.harness", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
@@ -296,9 +305,9 @@ CASES = [
 ]
 
 
-def run_case(case: Case, tmp: Path) -> tuple[subprocess.CompletedProcess, str]:
+def run_case(case: Case, tmp: Path, subprocess_run: bool = False) -> tuple[subprocess.CompletedProcess, str]:
     args = case.setup(tmp)
-    proc = cli(*args)
+    proc = (cli_subprocess if subprocess_run else cli)(*args)
     lines = [line for line in proc.stderr.splitlines() if "error:" in line]
     return proc, (lines[-1] if lines else proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "")
 

@@ -102,6 +102,7 @@ def test_doc_region_is_written_from_an_audit(prepared_tiny, tmp_path):
     assert nodoc.read_text() == "no region\n"
 
 
+@pytest.mark.slow
 def test_report_shows_reference_points_next_to_trained_rows(tmp_path):
     """The report's reference table is the audit's, and each variant's R1 is set against the best
     matcher of the same dataset (matched by fingerprint), with the ratio recomputed here."""

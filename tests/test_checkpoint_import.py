@@ -69,7 +69,8 @@ def test_idkl_baseline_with_dataparallel_prefix(tmp_path):
     assert unused[group] == count_under(tree, "backbone.special.", "backbone.IN.", "bn_neck_sp.")
 
 
-@pytest.mark.parametrize("backbone, inner", [("resnet18", "code"), ("tiny", "half")])
+@pytest.mark.parametrize("backbone, inner", [pytest.param("resnet18", "code", marks=pytest.mark.slow),
+                                             ("tiny", "half")])
 def test_agw_container_with_metrics_imports_to_identical_features(tmp_path, backbone, inner):
     model = ours("agw", backbone, non_local_width=inner)
     tree = agw_code_tree(model, backbone)

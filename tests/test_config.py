@@ -1,11 +1,14 @@
 """params.yaml -> typed config: overlays, overrides and errors that name the key path."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from vireid.harness.config import ConfigError, list_experiments, load_params, parse_override
 from vireid.harness.schema import build
-from vireid.harness.config import TrainConfig, SearchParam
+from vireid.harness.config import REPO_ROOT as REPO
+from vireid.harness.config import SearchParam, TrainConfig, read_yaml
 
 
 def test_default_params_load_and_are_typed():
@@ -77,10 +80,35 @@ def test_malformed_params_file(tmp_path):
         load_params(bad)
 
 
+def _train_block(**changes):
+    block = read_yaml(REPO / "params.yaml")["train"]
+    return {**block, **changes}
+
+
 def test_schema_types_and_ranges():
-    cfg = build(TrainConfig, {"grad_clip": None, "milestones": [1, 2]}, "train")
+    cfg = build(TrainConfig, _train_block(grad_clip=None, milestones=[1, 2]), "train")
     assert cfg.grad_clip is None and cfg.milestones == [1, 2]
     with pytest.raises(ConfigError, match=r"train.milestones\[1\]: expected int"):
-        build(TrainConfig, {"milestones": [1, "x"]}, "train")
+        build(TrainConfig, _train_block(milestones=[1, "x"]), "train")
     with pytest.raises(ConfigError, match="expected low < high"):
         build(SearchParam, {"type": "float", "low": 2, "high": 1}, "tune.search_space.x")
+
+
+def test_params_file_is_the_only_copy_of_the_defaults(tmp_path):
+    """The config dataclasses carry types and bounds, not a second set of defaults: a key
+    missing from the params file is an error naming it."""
+    import dataclasses
+
+    from vireid.harness import config
+
+    for cls in (config.DataConfig, config.SynthConfig, config.ModelConfig, config.TrainConfig, config.AugmentConfig,
+                config.EvalConfig, config.RerankConfig, config.TrackingConfig, config.TuneConfig, config.ReportConfig,
+                config.StudyConfig):
+        with_default = [f.name for f in dataclasses.fields(cls)
+                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        assert with_default == [], f"{cls.__name__} has defaults {with_default}; params.yaml holds them"
+    text = (REPO / "params.yaml").read_text()
+    short = tmp_path / "params.yaml"
+    short.write_text(re.sub(r"(?m)^  val_every:.*\n", "", text, count=1))
+    with pytest.raises(ConfigError, match=r"missing key train.val_every \(int\)"):
+        load_params(short)

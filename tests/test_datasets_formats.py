@@ -140,7 +140,8 @@ def _expected_records(layout: str) -> pd.DataFrame:
     """The records the literal lists define, by the documented rules (IDKL's camera codes)."""
     rows = []
     if layout == "sysu":
-        split = {p: ("test" if p in lists.SYSU_IDS["test"] else "train") for ids in lists.SYSU_IDS.values() for p in ids}
+        split = {p: ("test" if p in lists.SYSU_IDS["test"] else "train")
+                 for ids in lists.SYSU_IDS.values() for p in ids}
         for pid, cams in lists.SYSU_IMAGES.items():
             for cam, n in cams.items():
                 rows += [(f"cam{cam}/{pid:04d}/{k:04d}.jpg", pid, cam, "infrared" if cam in (3, 6) else "visible",
@@ -192,7 +193,8 @@ def test_sysu_trains_without_the_permutation_file(tmp_path):
     assert len(layout.warnings) == 1 and "wuancong/SYSU-MM01" in layout.warnings[0]
     assert "exp/rand_perm_cam.mat" not in layout.index_files
     rec = layout.records
-    arrays = {f"{t}_{k}": v for t, sel in (("query", rec["modality"] == "infrared"), ("gallery", rec["modality"] == "visible"))
+    arrays = {f"{t}_{k}": v
+              for t, sel in (("query", rec["modality"] == "infrared"), ("gallery", rec["modality"] == "visible"))
               for k, v in (("feats", np.ones((int(sel.sum()), 2), np.float32)), ("ids", rec["pid"][sel].to_numpy()),
                            ("cams", rec["cam"][sel].to_numpy()), ("paths", rec["path"][sel].to_numpy(str)))}
     with pytest.raises(DatasetError, match="evaluation/data_split/rand_perm_cam.mat"):

@@ -11,6 +11,7 @@ from vireid.harness.cli import main
 from vireid.harness.evaluation.evaluate import evaluate_protocol_arrays
 from vireid.harness.evaluation.features_file import FeaturesFileError, load_features, save_features
 from vireid.harness.evaluation.protocols import ProtocolError
+from vireid.harness.evaluation.results import MetricsFile, ProtocolResult, Rerank, RunInfo
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +74,10 @@ def test_evaluate_command_takes_the_variant_from_params(sysu, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_features(run_dir / "features.npz", arrays)
-    (run_dir / "metrics.json").write_text(json.dumps({"run": {"variant": "x"}, "results": [
-        {"protocol": "sysu/all/single", "dataset_fingerprint": "fp"}]}))
+    trained = ProtocolResult(protocol="sysu/all/single", direction="i2v", trials=[0], rerank=Rerank(False),
+                             distance="squared_euclidean_l2normalized", dataset_fingerprint="fp", mAP=1.0, mINP=1.0,
+                             r1=1.0, r5=1.0, r10=1.0, r20=1.0, cmc=[1.0])
+    (run_dir / "metrics.json").write_text(json.dumps(MetricsFile(RunInfo("x", "synth-sysu", 0), [trained]).to_dict()))
     out, summary = tmp_path / "m.json", tmp_path / "s.json"
     assert main(["evaluate", "--run-dir", str(run_dir), "--out", str(out), "--summary", str(summary),
                  "--set", f"data.root={root}", "--set", "eval.trials=[0, 1]",

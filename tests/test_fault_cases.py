@@ -131,6 +131,7 @@ def test_user_error_classes():
     assert not is_user_error(KeyError("x"))
 
 
+@pytest.mark.slow
 def test_mlflow_store_failure_mid_run_is_one_line(tmp_path, monkeypatch):
     import mlflow
     from mlflow.exceptions import MlflowException

@@ -21,11 +21,13 @@ def cli_args(prepared, run_dir, **extra):
     return args
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_matches_uninterrupted(prepared_tiny, tmp_path):
     extra = {"train.deterministic": "true", "train.epochs": 3, "train.steps_per_epoch": 6}
     run_cli(*cli_args(prepared_tiny, tmp_path / "full", **extra))
     victim = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "vireid.harness", *cli_args(prepared_tiny, victim, **extra)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "vireid.harness", *cli_args(prepared_tiny, victim, **extra)],
+                            cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (victim / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -44,6 +46,7 @@ def test_kill_9_then_resume_matches_uninterrupted(prepared_tiny, tmp_path):
     assert full["results"] == resumed["results"]
 
 
+@pytest.mark.slow
 def test_nan_loss_names_term_epoch_and_step(prepared_tiny, tmp_path):
     proc = run_cli(*cli_args(prepared_tiny, tmp_path / "run", **{"loss.triplet.weight": ".nan"}), check=False)
     assert proc.returncode == 2
@@ -51,6 +54,7 @@ def test_nan_loss_names_term_epoch_and_step(prepared_tiny, tmp_path):
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_corrupt_and_foreign_checkpoints_are_refused(prepared_tiny, tmp_path):
     from vireid.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -76,6 +80,7 @@ def test_corrupt_and_foreign_checkpoints_are_refused(prepared_tiny, tmp_path):
     assert proc.returncode == 2 and "not a readable checkpoint" in proc.stderr
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_gloo(prepared_tiny, tmp_path):
     run_dir = tmp_path / "ddp"
     args = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "vireid.harness",

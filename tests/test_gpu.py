@@ -170,7 +170,8 @@ def test_cuda_evaluation_equals_the_cpu_one(cuda):
     n = len(ids)
     arrays = {"query_feats": feats(), "query_ids": ids, "query_cams": np.full(n, 3),
               "query_paths": np.array([f"q/{i}.bmp" for i in range(n)]), "gallery_feats": feats(),
-              "gallery_ids": ids, "gallery_cams": np.full(n, 2), "gallery_paths": np.array([f"g/{i}.bmp" for i in range(n)])}
+              "gallery_ids": ids, "gallery_cams": np.full(n, 2),
+              "gallery_paths": np.array([f"g/{i}.bmp" for i in range(n)])}
     for rerank in (False, True):
         cpu = evaluate_protocol_arrays(arrays, "regdb/i2v", rerank=rerank, device="cpu")
         gpu = evaluate_protocol_arrays(arrays, "regdb/i2v", rerank=rerank, device="cuda")
@@ -197,7 +198,7 @@ def ddp_matches_plain(device: torch.device, backend: str, store: Path, steps: in
         tdist.destroy_process_group()
     np.testing.assert_allclose(losses, plain_losses, rtol=1e-5)
     for (name, a), b in zip(plain.state_dict().items(), core.state_dict().values()):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")  # noqa: B023 (called now)
 
 
 def test_ddp_step_with_nccl_on_one_gpu(cuda, tmp_path):

@@ -97,7 +97,8 @@ def test_loss_comparison_against_fp32_and_its_seed_noise():
     bench_train.compare_losses(results)
     fp32, noise, bf16, fp16, pil = results
     assert noise["mean_loss_diff_vs_fp32"] == pytest.approx(1 / 3)
-    assert bf16["mean_loss_diff_vs_fp32"] == pytest.approx(0.4 / 3) and bf16["max_loss_diff_vs_fp32"] == pytest.approx(0.2)
+    assert bf16["mean_loss_diff_vs_fp32"] == pytest.approx(0.4 / 3)
+    assert bf16["max_loss_diff_vs_fp32"] == pytest.approx(0.2)
     assert bf16["within_fp32_seed_noise"] is True and bf16["speedup"] == pytest.approx(2.5)
     # a shorter (time-limited) curve is compared over the steps it has
     assert fp16["loss_steps_compared"] == 2 and fp16["mean_loss_diff_vs_fp32"] == pytest.approx(0.5)

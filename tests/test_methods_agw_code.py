@@ -51,6 +51,7 @@ def code_parameter_shapes(num_classes: int) -> Counter:
 AGW_CODE_TRAINED_SYSU = 24_357_263
 
 
+@pytest.mark.slow
 def test_agw_default_trains_exactly_the_code_parameter_set():
     with torch.device("meta"):
         model = build_model("agw", 395, backbone="resnet50")

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_registered_methods():
     assert list_methods() == ["agw", "baseline", "idkl"]
-    with pytest.raises(ValueError, match="unknown method 'idk'; known methods: agw, baseline, idkl"):
+    with pytest.raises(ValueError, match="unknown method 'idk'; registered methods: idkl, baseline, agw"):
         resolve_loss_config("idk")
 
 

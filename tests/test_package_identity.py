@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGE_DIRS = {"harness": "vireid.harness", "methods": "vireid.methods", "datasets": "vireid.datasets"}
-SOURCE_DIRS = ["harness", "methods", "datasets", "tests", "benchmarks"]
+PACKAGE_DIRS = {"harness": "vireid.harness", "methods": "vireid.methods", "datasets": "vireid.datasets",
+                "common": "vireid.common"}
+SOURCE_DIRS = ["harness", "methods", "datasets", "common", "tests", "benchmarks"]
 
 
 def test_installed_packages_are_every_package_folder():

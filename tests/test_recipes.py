@@ -100,7 +100,8 @@ def test_prepare_for_study_caches_every_variant_size(tmp_path, capsys, monkeypat
     shutil.copytree(config.EXPERIMENTS_DIR, experiments)
     monkeypatch.setattr(config, "EXPERIMENTS_DIR", experiments)  # variant names, not paths, go in study.variants
     bigger = "bigger"
-    (experiments / "bigger.yaml").write_text("model: {method: idkl}\nrecipes: {synth-sysu: {data: {image_height: 40, image_width: 20}}}\n")
+    (experiments / "bigger.yaml").write_text(
+        "model: {method: idkl}\nrecipes: {synth-sysu: {data: {image_height: 40, image_width: 20}}}\n")
     prepared = tmp_path / "synth-sysu"
     # --set wins over a recipe, so the image size comes from params.yaml (64 x 32) here
     sets = [a for kv in tiny_overrides(prepared) if not kv.startswith("data.image_") for a in ("--set", kv)]

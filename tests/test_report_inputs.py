@@ -198,3 +198,14 @@ def test_multi_shot_goes_to_a_secondary_table(tmp_path):
     assert [g for g, _ in other.groups] == ["", "All-search (multi-shot)", "Indoor-search (multi-shot)"]
     assert other.title == "synthetic (SYSU-MM01 layout): other protocols, re-ranking off"
     assert "All-search (multi-shot) = sysu/all/multi (i2v)" in other.notes[-1]
+
+
+def test_report_paths_default_to_the_params_report_block(tmp_path):
+    """`report:` in params.yaml is what `vireid report` reads when --runs / --out are not given."""
+    from vireid.harness import cli
+
+    fx.make_runs(tmp_path / "runs", datasets=["synth-sysu"], seeds=[0, 1])
+    out = tmp_path / "built"
+    code = cli.main(["report", "--no-published", "--set", f"report.runs_dir={tmp_path / 'runs'}",
+                     "--set", f"report.out_dir={out}"])
+    assert code == 0 and (out / "report.md").is_file()

@@ -53,6 +53,7 @@ def test_tuner_runs_trials_with_pruning_and_resumes(prepared_tiny, tmp_path):
     assert summary["n_trials"] == 3
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_study(prepared_tiny, tmp_path):
     from vireid.harness.tuning import run_study
 
@@ -78,6 +79,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(prepared_tiny, tmp_pa
     assert summary["states"]["fail"] == 2
 
 
+@pytest.mark.slow
 def test_pipeline_definition_is_valid_and_covers_the_study():
     dvc = REPO / ".venv" / "bin" / "dvc"
     out = subprocess.run([str(dvc), "stage", "list", "--all"], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -56,6 +56,7 @@ def test_resume_after_checkpoint_continues_exactly(prepared_tiny, tmp_path):
     assert [r["mAP"] for r in full["results"]] == [r["mAP"] for r in resumed["results"]]
 
 
+@pytest.mark.slow
 def test_mlflow_run_has_params_metrics_and_artifacts(prepared_tiny, tmp_path):
     import mlflow
 
@@ -107,6 +108,7 @@ def test_every_experiment_trains_a_few_steps(prepared_tiny, tmp_path, name):
     assert len(metrics["results"]) == len(params.protocols())
 
 
+@pytest.mark.slow
 def test_same_recorded_settings_same_results_under_cpu_load(prepared_tiny, tmp_path):
     """The thread count is a recorded parameter; with it fixed, results are bit-identical whether or
     not other processes compete for the cores (no load-dependent scheduling in the arithmetic)."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 
 
-def add_params_args(parser: argparse.ArgumentParser, experiment: bool = True) -> None:
+def add_params_args(parser: argparse.ArgumentParser, experiment: bool = True, data: bool = True) -> None:
     parser.add_argument("--params", default=None, help="parameter file (default: params.yaml in the repository)")
     if experiment:
         parser.add_argument("--experiment", "-e", default=None,
                             help="experiment overlay: a name in experiments/ or a YAML path")
-    parser.add_argument("--data", "-d", default=None, metavar="NAME",
-                        help="dataset overlay from experiments/data/ (e.g. synth-sysu, sysu, regdb, llcm)")
+    if data:
+        parser.add_argument("--data", "-d", default=None, metavar="NAME",
+                            help="dataset overlay from experiments/data/ (e.g. synth-sysu, sysu, regdb, llcm)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override one parameter (repeatable), e.g. --set train.lr=1e-3")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -20,7 +21,7 @@ def resolve(args: argparse.Namespace, extra: list[str] | None = None):
     from vireid.harness.config import load_params
 
     return load_params(args.params, getattr(args, "experiment", None), list(extra or []) + list(args.overrides),
-                       dataset=args.data)
+                       dataset=getattr(args, "data", None))
 
 
 def bounded_int(low: int, high: int):

@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "data", "dataset tools: check, synth, prepare, audit, contact-sheet",
                     "Validate datasets, write manifests, generate synthetic data and build the uint8 image "
                     "cache that training reads.",
-                    ["vireid data prepare --data synth-sysu", "vireid data check --dataset sysu --root /data/SYSU-MM01"])
+                    ["vireid data prepare --data synth-sysu",
+                     "vireid data check --dataset sysu --root /data/SYSU-MM01"])
     sub = p.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 
@@ -54,10 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="0..1: share of a material's near-infrared reflectance that follows its visible "
                             "luminance (default 0.5; docs/synthetic-dataset.md)")
     synth.add_argument("--ir-model", choices=["nir", "thermal"], default=None,
-                       help="infrared image formation (default: the layout's real kind, nir for sysu/llcm, "
-                            "thermal for regdb)")
+                       help="infrared image formation (default: the layout's real kind, from its dataset spec)")
     synth.add_argument("--test-fraction", type=float, default=None,
-                       help="share of test identities (default: sysu 0.3, regdb 0.5, llcm 0.33)")
+                       help="share of test identities (default: about the real share, from the layout's dataset spec)")
     synth.add_argument("--val-fraction", type=float, default=0.1,
                        help="SYSU layout: share of identities in exp/val_id.txt (default 0.1)")
     synth.add_argument("--debug", action="store_true", help="show tracebacks for errors")

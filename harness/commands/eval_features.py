@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
     if protocol.needs_perm and args.perm is None:
         raise ProtocolError(f"{protocol.name} draws its galleries from the official permutation file: "
-                            "pass --perm PATH (the dataset's exp/rand_perm_cam.mat)")
+                            f"pass --perm PATH (the dataset's {protocol.perm_file})")
     arrays = load_features(args.file, max_bytes=args.max_mib << 20 if args.max_mib else None)
     try:
         result = evaluate_protocol_arrays(arrays, protocol.name, trials=args.trials, rerank=args.rerank,

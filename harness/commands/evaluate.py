@@ -8,7 +8,6 @@ extracted here, on the dataset of this command's params (`--data`), under that d
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from vireid.harness.commands.common import add_command, add_params_args, resolve
@@ -40,27 +39,13 @@ def summary_of(results: list[dict]) -> dict:
 
 
 def read_trained(path: Path) -> dict:
-    """A run's metrics.json as `vireid train` writes it; a clear error for anything else."""
+    """A run's metrics.json as `vireid train` writes it (checked against the results format)."""
     from vireid.harness.cli import UserError
+    from vireid.harness.evaluation.results import MetricsFile
 
     if not path.is_file():
         raise UserError(f"{path}: no metrics.json; train the run first (vireid train)")
-    try:
-        trained = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    results = trained.get("results") if isinstance(trained, dict) else None
-    if not isinstance(trained, dict) or not isinstance(trained.get("run"), dict) or not isinstance(results, list):
-        raise UserError(f"{path}: expected a mapping with 'run' (a mapping) and 'results' (a list), as "
-                        "`vireid train` writes")
-    if not results:
-        raise UserError(f"{path}: holds no test results (a stub or interrupted run); train the run again")
-    for i, res in enumerate(results):
-        if not isinstance(res, dict) or not isinstance(res.get("protocol"), str):
-            raise UserError(f"{path}: results[{i}] has no 'protocol' name")
-    return trained
+    return MetricsFile.read(path, require_results=True).to_dict()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from vireid.harness.commands.common import add_command, add_params_args
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from vireid.harness.commands.common import add_command
-
     p = add_command(
         subparsers, "report",
         "build reports/study/report.md + report.html, LaTeX/CSV tables and PNG figures from run metrics",
@@ -16,13 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
          "vireid report --from-report reports/study --readme README.md"],
     )
     p.add_argument("--runs", default=None, metavar="DIR",
-                   help="folder searched recursively for metrics.json (required unless --from-report)")
+                   help="folder searched recursively for metrics.json (default: params report.runs_dir)")
     p.add_argument("--run-files", default=None, metavar="DIR",
                    help="the training runs' folder (e.g. runs) whose history.csv and features.npz the figures "
                         "read, matched to each metrics.json by its path below --runs (not needed when --runs is "
                         "that folder)")
-    p.add_argument("--out", default="reports/study", metavar="DIR",
-                   help="output folder (default: reports/study, as the pipeline's report stage)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output folder (default: params report.out_dir, reports/study, as the pipeline's report stage)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage: sqlite:///path.db or a journal file ending in .log/.jsonl")
     p.add_argument("--study", default=None, metavar="NAME",
@@ -42,20 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--audit", action="append", default=[], metavar="PATH",
                    help="a `vireid data audit` result (audit.json), or a folder searched for them, whose "
                         "reference points the report shows (repeatable)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    add_params_args(p, experiment=False, data=False)  # the `report:` block gives the defaults above
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vireid.harness.report import ReportError
-    from vireid.harness.report.render import DEFAULT_PUBLISHED, build_report
+    from vireid.harness.report.render import build_report
 
     if args.from_report is not None:
         return _readme_from_report(args)
-    if args.runs is None:
-        raise ReportError("--runs DIR is required (or --from-report DIR with --readme FILE)")
-
-    published = None if args.no_published else (args.published or DEFAULT_PUBLISHED)
+    runs, out, published = _paths(args)
     if args.published and not args.no_published:
         from pathlib import Path
 
@@ -68,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not metrics:
         raise ReportError(f"--stats-metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
                           f"choose from {', '.join(TABLE_METRICS)}")
-    written = build_report(args.runs, args.out, storage=args.storage, study=args.study,
+    written = build_report(runs, out, storage=args.storage, study=args.study,
                            best_params=args.best_params, published_csv=published, readme=args.readme,
                            stats_metrics=metrics, audits=_audit_files(args.audit), run_files=args.run_files)
     print(f"wrote {written['markdown']}")
@@ -80,6 +77,22 @@ def run(args: argparse.Namespace) -> int:
     if written["readme"] is not None:
         print(f"wrote the results region of {written['readme']}")
     return 0
+
+
+def _paths(args: argparse.Namespace):
+    """--runs, --out and --published, else the params file's `report:` block (a relative
+    published_csv is the repository's file, as the built-in default)."""
+    from pathlib import Path
+
+    from vireid.harness.commands.common import resolve
+    from vireid.harness.config import REPO_ROOT
+
+    cfg = resolve(args).report if None in (args.runs, args.out, args.published) else None
+    published = args.published
+    if published is None and cfg is not None:
+        published = Path(cfg.published_csv)
+        published = published if published.is_absolute() else REPO_ROOT / published
+    return args.runs or cfg.runs_dir, args.out or cfg.out_dir, None if args.no_published else published
 
 
 def _audit_files(paths: list[str]) -> list:

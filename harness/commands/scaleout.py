@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--params", default=None, help="parameter file for study.jobs (default: params.yaml)")
     p.add_argument("--devices", default=None, metavar="LIST",
                    help="comma-separated CUDA device ids; each job runs with CUDA_VISIBLE_DEVICES=<one of them>")
-    p.add_argument("--list", action="store_true", help="print the stage names and the stages they depend on; run nothing")
+    p.add_argument("--list", action="store_true",
+                   help="print the stage names and the stages they depend on; run nothing")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
 

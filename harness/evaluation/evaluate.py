@@ -1,6 +1,7 @@
 """The evaluation API of the trainer and the CLI: features -> result dicts -> a table.
 
-A result dict (docs/ARCHITECTURE.md, docs/evaluation.md) carries the protocol, direction,
+A result dict is a :class:`~vireid.harness.evaluation.results.ProtocolResult` in JSON form
+(docs/ARCHITECTURE.md, docs/evaluation.md); it carries the protocol, direction,
 trial list, re-ranking setting, distance and dataset fingerprint next to the metrics
 (percentages): the mean over trials of mAP, mINP and R1/R5/R10/R20, the CMC curve, per-trial
 values with the numbers of queries and skipped queries, and the standard deviation over
@@ -17,16 +18,12 @@ import numpy as np
 from vireid.harness.evaluation.distance import normalize_rows, squared_euclidean, to_numpy
 from vireid.harness.evaluation.features_file import validate_arrays
 from vireid.harness.evaluation.metrics import TrialRanking, camera_locations, rank_trials, summarize
-from vireid.harness.evaluation.protocols import DATASET_RULES, Protocol, ProtocolError, distance_name, get_protocol
+from vireid.harness.evaluation.protocols import Protocol, ProtocolError, distance_name, get_protocol
 from vireid.harness.evaluation.rerank import VARIANTS, rerank_from_distance
+from vireid.harness.evaluation.results import METRICS, ProtocolResult, Rerank, TrialResult
 
-__all__ = ["evaluate_protocol_arrays", "evaluate_cross_modal", "format_results", "rerank_suffix", "rerank_text",
-           "PERM_FILE"]
-
-# The official SYSU-MM01 gallery permutations, relative to the dataset root.
-PERM_FILE = Path("exp") / "rand_perm_cam.mat"
+__all__ = ["evaluate_protocol_arrays", "evaluate_cross_modal", "format_results", "rerank_suffix", "rerank_text"]
 RANKS = (1, 5, 10, 20)
-METRICS = ("mAP", "mINP", "r1", "r5", "r10", "r20")
 
 
 def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_root=None,
@@ -37,7 +34,7 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
 
     The query and gallery tables together are the pool the protocol picks from by camera.
     SYSU-MM01 protocols need the permutation file: ``perm`` (a path, or what
-    ``vireid.datasets.sysu_perm.read_rand_perm_cam`` returns), else ``<data_root>/exp/rand_perm_cam.mat``.
+    ``vireid.datasets.sysu_perm.read_rand_perm_cam`` returns), else ``<data_root>/<protocol.perm_file>``.
     Without ``dataset_fingerprint`` the result is stamped with a hash of the pool's ids,
     cameras and paths. Re-ranking is off unless ``rerank``; ``variant`` (one of
     ``rerank.VARIANTS``) is what its neighbours are ranked by, stamped on the result.
@@ -77,14 +74,14 @@ def evaluate_protocol_arrays(arrays: Mapping[str, np.ndarray], name: str, data_r
                                          pool["ids"][union], pool["cams"][union], protocol.locations, masks, device)
         if not fixed_query:
             rankings = [_take_rows(r, _rows_of(query, t.query_index)) for r, t in zip(rankings, trial_sets)]
-    result = {
-        "protocol": protocol.name, "direction": protocol.direction, "trials": [t.trial for t in trial_sets],
-        "rerank": {"enabled": bool(rerank), "k1": int(k1), "k2": int(k2), "lambda": float(lam), "variant": variant},
-        "distance": protocol.distance,
-        "dataset_fingerprint": dataset_fingerprint or _pool_fingerprint(pool),
-    }
-    result.update(_aggregate(protocol.name, [t.trial for t in trial_sets], rankings, protocol.cmc))
-    return result
+    trial_ids = [t.trial for t in trial_sets]
+    agg = _aggregate(protocol.name, trial_ids, rankings, protocol.cmc)
+    return ProtocolResult(
+        protocol=protocol.name, direction=protocol.direction, trials=trial_ids,
+        rerank=Rerank(bool(rerank), int(k1), int(k2), float(lam), variant), distance=protocol.distance,
+        dataset_fingerprint=dataset_fingerprint or _pool_fingerprint(pool), **{m: agg[m] for m in METRICS},
+        cmc=agg["cmc"], per_trial=[TrialResult(**row) for row in agg["per_trial"]], std=agg["std"],
+        n_queries=agg["n_queries"], n_queries_skipped=agg["n_queries_skipped"]).to_dict()
 
 
 def _rows_of(query: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -171,8 +168,8 @@ def _perm_table(protocol: Protocol, perm, data_root):
     if perm is None:
         if data_root is None:
             raise ProtocolError(f"{protocol.name} draws its galleries from the official permutation file: "
-                                f"pass perm=PATH or data_root (which holds {PERM_FILE})")
-        perm = Path(data_root) / PERM_FILE
+                                f"pass perm=PATH or data_root (which holds {protocol.perm_file})")
+        perm = Path(data_root) / protocol.perm_file
     return read_rand_perm_cam(perm)
 
 
@@ -247,19 +244,17 @@ def evaluate_cross_modal(query_feats, query_ids, query_cams, gallery_feats, gall
     Returns mAP, mINP, r1, r5, r10, r20, cmc (percentages), distance, n_queries and
     n_queries_skipped.
     """
-    if dataset not in DATASET_RULES:
-        from vireid.harness.schema import ConfigError
+    from vireid.datasets.registry import get_dataset
 
-        raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(DATASET_RULES)}")
-    rules = DATASET_RULES[dataset]
+    spec = get_dataset(dataset)
     q_feats, g_feats = to_numpy(query_feats, np.float32), to_numpy(gallery_feats, np.float32)
-    if rules["normalize"]:
+    if spec.normalize:
         q_feats, g_feats = normalize_rows(q_feats), normalize_rows(g_feats)
     g_ids = to_numpy(gallery_ids)
     (ranking,) = _rank_by_location(q_feats, to_numpy(query_ids), to_numpy(query_cams), g_feats, g_ids,
-                                   to_numpy(gallery_cams), rules["locations"], np.ones((1, len(g_ids)), dtype=bool))
+                                   to_numpy(gallery_cams), spec.locations, np.ones((1, len(g_ids)), dtype=bool))
     out = _aggregate(f"{dataset} validation", [0], [ranking])
-    return {"distance": distance_name(rules["normalize"]), **{k: out[k] for k in (*METRICS, "cmc", "n_queries",
+    return {"distance": distance_name(spec.normalize), **{k: out[k] for k in (*METRICS, "cmc", "n_queries",
                                                                                     "n_queries_skipped")}}
 
 

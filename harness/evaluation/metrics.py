@@ -62,11 +62,8 @@ from vireid.harness.evaluation.parallel import Workers, balanced_blocks
 from vireid.harness.evaluation.ragged import owners, segments
 from vireid.harness.evaluation.sortkeys import distinct, pack_keys
 
-__all__ = ["SYSU_LOCATIONS", "CMC_KINDS", "TrialRanking", "camera_locations", "rank_trials", "summarize",
+__all__ = ["CMC_KINDS", "TrialRanking", "camera_locations", "rank_trials", "summarize",
            "compute_metrics"]
-
-# SYSU-MM01: camera 3 (indoor infrared) is at the location of camera 2 (indoor visible).
-SYSU_LOCATIONS: dict[int, int] = {3: 2}
 
 # Distance entries per block of query rows (bounds the temporaries to a few MB per thread).
 _BLOCK_ENTRIES = 1 << 20

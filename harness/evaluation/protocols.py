@@ -44,7 +44,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Protocol", "Trial", "PROTOCOLS", "DATASET_RULES", "get_protocol", "protocol_names", "distance_name",
+__all__ = ["Protocol", "Trial", "get_protocol", "protocol_names", "protocol_registry", "from_spec",
+           "distance_name",
            "parse_sysu_path", "parse_llcm_path", "deen_picks", "ProtocolError"]
 
 
@@ -104,6 +105,7 @@ class Protocol:
     num_shots: int | None = None  # SYSU only
     num_trials: int = 1
     needs_perm: bool = False
+    perm_file: str | None = None  # dataset-relative permutation file the trials are drawn from
     cmc: str = "distinct"  # "distinct" (de-duplicated identities) or "first_match" (AGW's eval_regdb)
     deen_draw: str | None = None  # DEEN LLCM: "gallery" or "query", the side drawn per (identity, camera)
     follows: str = ""  # the public code this protocol reproduces
@@ -192,7 +194,7 @@ class Protocol:
 
         if perm is None:
             raise ProtocolError(f"{self.name} draws its gallery with the official permutation file "
-                                "exp/rand_perm_cam.mat: pass it (--perm PATH or the dataset root)")
+                                f"{self.perm_file}: pass it (--perm PATH or the dataset root)")
         if paths is None or len(paths) != len(ids):
             raise ProtocolError(f"{self.name}: one image path per image is needed to match the permutation file")
         g_paths = np.asarray(paths)[gallery].astype(str).tolist()
@@ -246,76 +248,55 @@ class Protocol:
         return out
 
 
-# Distance and same-location rule per dataset, as the public code: SYSU-MM01 features are
-# L2-normalised and camera 3 shares camera 2's location; RegDB and LLCM use raw features.
-DATASET_RULES: dict[str, dict] = {
-    "sysu": {"normalize": True, "locations": {3: 2}},
-    "regdb": {"normalize": False, "locations": {}},
-    "llcm": {"normalize": False, "locations": {}},
-}
-
-
 def distance_name(normalize: bool) -> str:
     """The ``distance`` stamp of a result."""
     return "squared_euclidean_l2normalized" if normalize else "squared_euclidean"
 
 
-_IDKL = "1KK077/IDKL"
-_AGW = "mangye16/Cross-Modal-Re-ID-baseline"
-_DEEN = "ZYK100/LLCM"
+def from_spec(spec, definition) -> Protocol:
+    """The protocol a dataset spec declares (``vireid.datasets.spec.ProtocolDef``): its cameras,
+    locations and distance rule come from the spec."""
+    normalize = spec.normalize if definition.normalize is None else definition.normalize
+    return Protocol(name=definition.name, dataset=spec.name, direction=definition.direction,
+                    query_cams=spec.side_cameras(definition.query), gallery_cams=spec.side_cameras(definition.gallery),
+                    known_cams=spec.camera_ids, normalize=normalize, locations=spec.locations,
+                    num_shots=definition.num_shots, num_trials=definition.num_trials,
+                    needs_perm=definition.perm_file is not None, perm_file=definition.perm_file, cmc=definition.cmc,
+                    deen_draw=definition.deen_draw, follows=definition.follows)
 
 
-def _sysu(mode: str, shots: str) -> Protocol:
-    cams = (1, 2) if mode == "indoor" else (1, 2, 4, 5)
-    n = 1 if shots == "single" else 10
-    return Protocol(
-        name=f"sysu/{mode}/{shots}", dataset="sysu", direction="i2v", query_cams=(3, 6), gallery_cams=cams,
-        known_cams=(1, 2, 3, 4, 5, 6), **DATASET_RULES["sysu"], num_shots=n, num_trials=10, needs_perm=True,
-        follows=f"{_IDKL} IDKL/utils/eval_sysu.py (mode={mode}, num_shots={n}, exp/rand_perm_cam.mat)")
+_TABLE: dict = {"version": None, "registry": None}
 
 
-def _cross(dataset: str, direction: str) -> Protocol:
-    q, g = ((2,), (3,)) if direction == "v2i" else ((3,), (2,))
-    return Protocol(name=f"{dataset}/{direction}", dataset=dataset, direction=direction, query_cams=q, gallery_cams=g,
-                    known_cams=(2, 3), **DATASET_RULES[dataset], num_trials=1,
-                    follows=f"{_IDKL} IDKL/utils/eval_{dataset}.py ({'visible' if direction == 'v2i' else 'infrared'}"
-                            " queries)")
+def protocol_registry():
+    """Every registered dataset's protocols, one :class:`~vireid.common.registry.Registry` (rebuilt
+    when a dataset registers)."""
+    from vireid.common.registry import Registry
+    from vireid.datasets.registry import DATASETS
+
+    specs = list(DATASETS)
+    if _TABLE["version"] != DATASETS.version:
+        registry = Registry("protocol", error=ProtocolError,
+                            register_hint="a dataset spec declares its protocols (vireid.datasets.spec)")
+        for spec in specs:
+            for definition in spec.protocols:
+                registry.register(definition.name, from_spec(spec, definition))
+        _TABLE.update(version=DATASETS.version, registry=registry)
+    return _TABLE["registry"]
 
 
-def _regdb_agw(direction: str) -> Protocol:
-    q, g = ((2,), (3,)) if direction == "v2i" else ((3,), (2,))
-    return Protocol(name=f"regdb-agw/{direction}", dataset="regdb", direction=direction, query_cams=q,
-                    gallery_cams=g, known_cams=(2, 3), normalize=True, num_trials=1, cmc="first_match",
-                    follows=f"{_AGW} eval_metrics.py eval_regdb, test.py --dataset regdb"
-                            + (" --tvsearch" if direction == "i2v" else ""))
+def __getattr__(name: str):
+    if name == "PROTOCOLS":  # name -> Protocol, as the registry holds them now
+        registry = protocol_registry()
+        return {n: registry.get(n) for n in registry.names()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-def _llcm_deen(direction: str) -> Protocol:
-    # test_mode [1, 2] ("IR to VIS"): all infrared queries, drawn visible gallery; [2, 1] ("VIS to
-    # IR"): the transposed matrix, each drawn infrared image ranks all visible images.
-    mode = "[1, 2]" if direction == "i2v" else "[2, 1]"
-    return Protocol(name=f"llcm-deen/{direction}", dataset="llcm", direction=direction, query_cams=(3,),
-                    gallery_cams=(2,), known_cams=(2, 3), normalize=True, num_trials=10,
-                    deen_draw="gallery" if direction == "i2v" else "query",
-                    follows=f"{_DEEN} DEEN/test.py test_mode = {mode}, data_manager.process_gallery_llcm, "
-                            "eval_metrics.eval_llcm")
-
-
-PROTOCOLS: dict[str, Protocol] = {
-    p.name: p for p in (
-        _sysu("all", "single"), _sysu("all", "multi"), _sysu("indoor", "single"), _sysu("indoor", "multi"),
-        _cross("regdb", "v2i"), _cross("regdb", "i2v"), _cross("llcm", "v2i"), _cross("llcm", "i2v"),
-        _regdb_agw("v2i"), _regdb_agw("i2v"), _llcm_deen("i2v"), _llcm_deen("v2i"))
-}
 
 def protocol_names() -> list[str]:
-    return list(PROTOCOLS)
+    return protocol_registry().names()
 
 
 def get_protocol(name: str | Protocol) -> Protocol:
     if isinstance(name, Protocol):
         return name
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        raise ProtocolError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
+    return protocol_registry().get(name)

@@ -9,21 +9,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vireid.harness.evaluation.results import MetricsFile, ProtocolResult, ResultsError
 from vireid.harness.report import ReportError
 
 METRICS_FILE = "metrics.json"
-RUN_KINDS = ("trained", "imported")
 # The scalar metrics the report reads from each evaluation result (all percentages).
 TABLE_METRICS = ("r1", "r10", "r20", "mAP", "mINP")
 OPTIONAL_METRICS = ("r5",)
 METRIC_LABELS = {"r1": "R1", "r5": "R5", "r10": "R10", "r20": "R20", "mAP": "mAP", "mINP": "mINP"}
-# A re-ranking variant's name goes into labels and file names.
-_VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 PUBLISHED_COLUMNS = ("method", "venue", "year", "dataset", "protocol", "r1", "r10", "r20", "mAP", "mINP",
                      "source")
 
@@ -127,46 +124,6 @@ def find_metrics_files(runs_dir: str | os.PathLike) -> list[Path]:
     return files
 
 
-class _Checker:
-    """Key-path aware accessors that raise ReportError naming the file and the key."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, message: str) -> ReportError:
-        return ReportError(f"{self.path}: {message}")
-
-    def get(self, obj: dict, key: str, where: str, required: bool = True, default: Any = None) -> Any:
-        if not isinstance(obj, dict):
-            raise self.fail(f"'{where}' should be a JSON object, got {type(obj).__name__}")
-        full = f"{where}.{key}" if where else key
-        if key not in obj:
-            if required:
-                raise self.fail(f"missing key '{full}'")
-            return default
-        return obj[key]
-
-    def number(self, obj: dict, key: str, where: str, required: bool = True) -> float | None:
-        value = self.get(obj, key, where, required=required)
-        full = f"{where}.{key}" if where else key
-        if value is None and not required:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(f"key '{full}' should be a finite number, got {value!r}")
-        return float(value)
-
-    def text(self, obj: dict, key: str, where: str, required: bool = True, default: str | None = None) -> str | None:
-        value = self.get(obj, key, where, required=required, default=default)
-        full = f"{where}.{key}" if where else key
-        if value is None:
-            if required:
-                raise self.fail(f"key '{full}' should be a string, got null")
-            return default
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise self.fail(f"key '{full}' should be a string, got {value!r}")
-        return str(value)
-
-
 def flatten_params(params: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten nested mappings into dotted keys (already-flat mappings pass through)."""
     out: dict[str, Any] = {}
@@ -181,135 +138,39 @@ def flatten_params(params: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _parse_result(check: _Checker, res: Any, where: str) -> dict[str, Any]:
-    if not isinstance(res, dict):
-        raise check.fail(f"'{where}' should be a JSON object, got {type(res).__name__}")
-    rr = check.get(res, "rerank", where)
-    rr_where = f"{where}.rerank"
-    enabled = check.get(rr, "enabled", rr_where)
-    if not isinstance(enabled, bool):
-        raise check.fail(f"key '{rr_where}.enabled' should be true or false, got {enabled!r}")
-    if enabled:
-        # results written before re-ranking variants existed are the standard one
-        variant = check.text(rr, "variant", rr_where, required=False, default="standard")
-        if not _VARIANT_NAME.fullmatch(variant):
-            raise check.fail(f"key '{rr_where}.variant' should be a re-ranking variant name (lower-case letters, "
-                             f"digits and '-', e.g. 'standard'), got {variant!r}")
-        rerank = RerankSetting(True, check.get(rr, "k1", rr_where), check.get(rr, "k2", rr_where),
-                               check.get(rr, "lambda", rr_where), variant)
-    else:
-        rerank = RerankSetting(False)
-    cmc = check.get(res, "cmc", where)
-    if not isinstance(cmc, list) or not cmc:
-        raise check.fail(f"key '{where}.cmc' should be a non-empty list of percentages, got {cmc!r}")
-    for i, v in enumerate(cmc):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise check.fail(f"key '{where}.cmc[{i}]' should be a finite number, got {v!r}")
-    protocol = check.text(res, "protocol", where)
-    if protocol not in _known_protocols():
-        raise check.fail(f"key '{where}.protocol' names an unknown protocol {protocol!r}; known: "
-                         + ", ".join(_known_protocols()))
-    for i, v in enumerate(cmc):
-        if not 0.0 <= v <= 100.0:
-            raise check.fail(f"key '{where}.cmc[{i}]' should be a percentage in 0..100, got {v!r}")
+def _result_row(res: ProtocolResult) -> dict[str, Any]:
+    """A checked result as the tables read it (re-ranking as a hashable setting)."""
+    rr = res.rerank
     out = {
-        "protocol": protocol,
-        "direction": check.text(res, "direction", where, required=False, default="") or "",
-        "rerank": rerank,
-        "distance": check.text(res, "distance", where, required=False, default="unspecified"),
-        "dataset_fingerprint": check.text(res, "dataset_fingerprint", where, required=False, default=""),
-        "cmc": [float(v) for v in cmc],
-        "n_queries": res.get("n_queries"),
-        "n_queries_skipped": res.get("n_queries_skipped"),
+        "protocol": res.protocol, "direction": res.direction,
+        "rerank": RerankSetting(True, rr.k1, rr.k2, rr.lam, rr.variant) if rr.enabled else RerankSetting(False),
+        "distance": res.distance, "dataset_fingerprint": res.dataset_fingerprint, "cmc": list(res.cmc),
+        "n_queries": res.n_queries, "n_queries_skipped": res.n_queries_skipped,
+        **{metric: res.metric(metric) for metric in TABLE_METRICS + OPTIONAL_METRICS},
     }
-    for metric in TABLE_METRICS:
-        out[metric] = check.number(res, metric, where)
-    for metric in OPTIONAL_METRICS:
-        out[metric] = check.number(res, metric, where, required=False)
-    for metric in TABLE_METRICS + OPTIONAL_METRICS:
-        if out[metric] is not None and not 0.0 <= out[metric] <= 100.0:
-            raise check.fail(f"key '{where}.{metric}' should be a percentage in 0..100, got {out[metric]!r}")
-    out["n_trials"], out["trial_std"] = _trial_spread(check, res, where)
-    out["per_trial"] = _per_trial(check, res, where)
+    # the number of gallery trials and the per-metric SD over them: the spread within one run,
+    # shown beside the seed spread and never used as replicates
+    out["n_trials"] = len(res.trials) if res.trials else None
+    out["trial_std"] = {m: v for m, v in res.std.items() if m in TABLE_METRICS + OPTIONAL_METRICS}
+    out["per_trial"] = [{m: getattr(t, m) for m in TABLE_METRICS} for t in res.per_trial]  # trial-spread figure
     return out
-
-
-def _per_trial(check: _Checker, res: dict, where: str) -> list[dict[str, float]]:
-    """Each gallery trial's metrics (optional in the file), for the trial-spread figure."""
-    rows = res.get("per_trial") or []
-    if not isinstance(rows, list):
-        raise check.fail(f"key '{where}.per_trial' should be a list of per-trial results, got {rows!r}")
-    out = []
-    for i, row in enumerate(rows):
-        out.append({m: check.number(row, m, f"{where}.per_trial[{i}]") for m in TABLE_METRICS
-                    if isinstance(row, dict) and m in row})
-    return out
-
-
-def _trial_spread(check: _Checker, res: dict, where: str) -> tuple[int | None, dict[str, float]]:
-    """The number of gallery trials and the per-metric SD over them (both optional in the file):
-    the spread within one run, shown beside the seed spread and never used as replicates."""
-    trials = res.get("trials")
-    if trials is not None and not isinstance(trials, list):
-        raise check.fail(f"key '{where}.trials' should be a list of trial numbers, got {trials!r}")
-    std = res.get("std")
-    if std is None:
-        return (None if trials is None else len(trials)), {}
-    if not isinstance(std, dict):
-        raise check.fail(f"key '{where}.std' should be a mapping of metric to SD over trials, got {std!r}")
-    spread = {}
-    for metric in TABLE_METRICS + OPTIONAL_METRICS:
-        if metric in std:
-            value = check.number(std, metric, f"{where}.std")
-            if value < 0:
-                raise check.fail(f"key '{where}.std.{metric}' should be a non-negative SD, got {value!r}")
-            spread[metric] = value
-    return (None if trials is None else len(trials)), spread
-
-
-def _known_protocols() -> list[str]:
-    from vireid.harness.evaluation.protocols import protocol_names
-
-    return protocol_names()
 
 
 def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None) -> Run:
-    """Parse and validate one metrics.json."""
+    """Parse and validate one metrics.json (the results format of vireid.harness.evaluation.results)."""
+    from vireid.harness.evaluation.protocols import protocol_names
+
     path = Path(path)
-    check = _Checker(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise check.fail(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise check.fail("not a UTF-8 text file") from None
-    if not isinstance(data, dict):
-        raise check.fail(f"expected a JSON object with keys 'run' and 'results', got {type(data).__name__}")
-    run = check.get(data, "run", "")
-    results = check.get(data, "results", "")
-    if not isinstance(results, list):
-        raise check.fail(f"key 'results' should be a list, got {type(results).__name__}")
-    variant = check.text(run, "variant", "run")
-    order = check.get(run, "ablation_order", "run", required=False)
-    if order is not None and (isinstance(order, bool) or not isinstance(order, (int, float))):
-        raise check.fail(f"key 'run.ablation_order' should be a number or null, got {order!r}")
-    dataset = check.text(run, "dataset", "run")
-    seed = check.get(run, "seed", "run")
-    params = check.get(run, "params", "run", required=False, default={}) or {}
-    if not isinstance(params, dict):
-        raise check.fail(f"key 'run.params' should be a mapping, got {type(params).__name__}")
-    train_seconds = check.number(run, "train_seconds", "run", required=False)
-    kind = check.text(run, "kind", "run", required=False, default="trained")
-    if kind not in RUN_KINDS:
-        raise check.fail(f"key 'run.kind' should be one of {', '.join(RUN_KINDS)}, got {kind!r}")
-    source_label = None
-    if kind == "imported":
-        imported = check.get(run, "imported", "run")
-        source_label = check.text(imported, "label", "run.imported")
-    flat = flatten_params(params)
+        metrics = MetricsFile.read(path, known_protocols=protocol_names())
+    except ResultsError as exc:
+        raise ReportError(str(exc)) from None
+    run = metrics.run
+    flat = flatten_params(run.params)
     split = flat.get("data.regdb_split") if flat.get("data.dataset") == "regdb" else None
     if split is not None and (isinstance(split, bool) or not isinstance(split, int)):
-        raise check.fail(f"key 'run.params.data.regdb_split' should be a RegDB split number 1..10, got {split!r}")
+        raise ReportError(f"{path}: key 'run.params.data.regdb_split' should be a RegDB split number 1..10, "
+                          f"got {split!r}")
     if runs_dir is not None:
         try:
             rel = path.parent.resolve().relative_to(Path(runs_dir).resolve()).as_posix()
@@ -317,26 +178,26 @@ def load_run(path: str | os.PathLike, runs_dir: str | os.PathLike | None = None)
             rel = path.parent.as_posix()
     else:
         rel = path.parent.as_posix()
-    parsed = [_parse_result(check, res, f"results[{i}]") for i, res in enumerate(results)]
+    parsed = [_result_row(res) for res in metrics.results]
     for res in parsed:
         res["split"] = split  # the aggregation over RegDB splits reads it per result
     return Run(
         path=path,
         rel=rel or ".",
-        variant=variant,
-        variant_label=check.text(run, "variant_label", "run", required=False, default=variant) or variant,
-        ablation_order=order,
-        method=check.text(run, "method", "run", required=False, default=variant) or variant,
-        dataset=dataset,
-        dataset_label=check.text(run, "dataset_label", "run", required=False, default=dataset) or dataset,
-        seed=seed,
-        mlflow_run_id=check.text(run, "mlflow_run_id", "run", required=False),
-        git_commit=check.text(run, "git_commit", "run", required=False),
-        train_seconds=train_seconds,
+        variant=run.variant,
+        variant_label=run.variant_label,
+        ablation_order=run.ablation_order,
+        method=run.method,
+        dataset=run.dataset,
+        dataset_label=run.dataset_label,
+        seed=run.seed,
+        mlflow_run_id=run.mlflow_run_id,
+        git_commit=run.git_commit,
+        train_seconds=run.train_seconds,
         params=flat,
         results=parsed,
-        kind=kind,
-        source_label=source_label,
+        kind=run.kind,
+        source_label=run.imported["label"] if run.imported else None,
         split=split,
     )
 

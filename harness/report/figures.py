@@ -163,7 +163,8 @@ def cmc_figures(runs: list[Run]) -> list[Figure]:
                 f"{slug(setting.distance)}",
             title=title,
             caption=(f"CMC curve, ranks 1–{max_rank}, one panel per variant (in colour; the other variants in grey); "
-                     f"dataset {labels[setting.dataset]} [{setting.dataset}], protocol {plabel}, re-ranking {rr.label}, "
+                     f"dataset {labels[setting.dataset]} [{setting.dataset}], protocol {plabel}, "
+                     f"re-ranking {rr.label}, "
                      f"distance {setting.distance}. Line = mean over replicates, band = ± one sd (no band with one); "
                      "n = replicates (seeds; on RegDB, splits x seeds)."),
             png=png,
@@ -233,7 +234,8 @@ def training_figures(runs: list[Run]) -> list:
             ax.set_title(f"Validation mAP per epoch: {label}", loc="left")
             png = _png(fig)
         out.append(Figure(f"validation_map_{slug(dataset)}", f"Validation mAP per epoch: {label}",
-                          "mAP on the held-out training identities (infrared -> visible, all images), each epoch it was "
+                          "mAP on the held-out training identities (infrared -> visible, all images), "
+                          "each epoch it was "
                           "measured; line = mean over replicates, band = ± one sd.", png))
     return out
 
@@ -402,7 +404,8 @@ def retrieval_figures(runs: list[Run]) -> list:
         names = " and ".join(f"{run.variant_label} ({run.rel})" for run, *_ in panels)
         out.append(Figure(f"retrieval_{slug(dataset)}", f"Retrieval examples: {label}",
                           f"Infrared queries (first column) and their top {top} visible gallery images over the whole "
-                          f"test gallery (same-location images removed as the protocols do), for {names}; green frame = "
+                          f"test gallery (same-location images removed as the protocols do), for "
+                          f"{names}; green frame = "
                           "same identity, red = another. Images from the prepared image cache.", png))
     return out
 
@@ -499,7 +502,8 @@ def trial_figures(runs: list[Run], metrics: tuple[str, ...] = ("r1", "mAP")) -> 
                     if metric in t:
                         rows.append({"dataset": run.dataset, "label": run.dataset_label, "distance": res["distance"],
                                      "protocol": res["protocol"], "direction": res["direction"],
-                                     "variant": run.variant_label, "run": f"{run.variant_label}, {_replicate_text(run)}",
+                                     "variant": run.variant_label,
+                                     "run": f"{run.variant_label}, {_replicate_text(run)}",
                                      "order": variant_sort_key(run.ablation_order, run.variant),
                                      "metric": METRIC_LABELS[metric], "value": t[metric]})
     if not rows:
