@@ -115,9 +115,11 @@ def test_report_default_out_is_the_pipelines():
 
     from study_support import REPO
 
-    args = cli.build_parser().parse_args(["report", "--runs", "results/metrics"])
+    from vireid.harness.config import load_params
+
+    report = load_params().report  # `vireid report` without --runs / --out reads this block
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
-    assert f"--out {args.out}" in stage["cmd"]
+    assert f"--out {report.out_dir}" in stage["cmd"] and f"--runs {report.runs_dir}" in stage["cmd"]
 
 
 def test_optuna_dashboard_names_the_extra_when_missing(monkeypatch, capsys):

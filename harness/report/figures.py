@@ -292,19 +292,20 @@ def _distances(run: Run, pick=None):
     import numpy as np
 
     from vireid.harness.evaluation.features_file import load_features
-    from vireid.harness.evaluation.protocols import DATASET_RULES
+    from vireid.datasets.registry import DATASETS
 
     arrays = load_features(run.run_dir / "features.npz")
     if pick is not None:
         qs, gs = pick(len(arrays["query_ids"]), len(arrays["gallery_ids"]))
         arrays = {k: v[qs] if k.startswith("query_") else v[gs] for k, v in arrays.items()}
-    rules = DATASET_RULES.get(str(run.params.get("data.dataset", "")), {"normalize": False, "locations": {}})
+    name = str(run.params.get("data.dataset", ""))
+    spec = DATASETS.get(name) if name in DATASETS else None  # the dataset's distance rule and locations
     q, g = arrays["query_feats"].astype(np.float64), arrays["gallery_feats"].astype(np.float64)
-    if rules["normalize"]:
+    if spec is not None and spec.normalize:
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
     dist = (q ** 2).sum(1)[:, None] + (g ** 2).sum(1)[None, :] - 2 * q @ g.T
-    loc = rules["locations"]
+    loc = spec.locations if spec is not None else {}
     qloc = np.array([loc.get(int(c), int(c)) for c in arrays["query_cams"]])
     gloc = np.array([loc.get(int(c), int(c)) for c in arrays["gallery_cams"]])
     same_place = (qloc[:, None] == gloc[None, :]) & (arrays["query_ids"][:, None] == arrays["gallery_ids"][None, :])
