@@ -178,6 +178,9 @@ class TuneConfig:
     n_startup_trials: int = field(default=2, metadata={"ge": 0})
     n_warmup_steps: int = field(default=1, metadata={"ge": 0})
     jobs: int = field(default=1, metadata={"ge": 1})
+    # RDB storages (SQLite, PostgreSQL): a trial whose worker sent no heartbeat for grace_period s is failed
+    heartbeat_interval: int | None = field(default=60, metadata={"ge": 1})
+    grace_period: int | None = field(default=180, metadata={"ge": 1})
     overrides: dict[str, Any] = field(default_factory=dict)
     search_space: dict[str, SearchParam] = field(default_factory=dict)
 
