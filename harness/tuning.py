@@ -14,6 +14,7 @@ change starts a new one; a study named with `--study` must match its recorded di
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -65,22 +66,35 @@ def make_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def load_study(cfg: TuneConfig, study_name: str | None = None):
+@contextlib.contextmanager
+def storage_errors(cfg: TuneConfig):
+    """A corrupt SQLite file, a garbage journal line or an unreachable server, as one ConfigError."""
+    try:
+        yield
+    except OSError:
+        raise
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"tune.storage {cfg.storage!r}: cannot open the Optuna storage "
+                          f"({type(exc).__name__}: {first}); fix or move the file away") from None
+
+
+def open_storage(cfg: TuneConfig):
+    with storage_errors(cfg):
+        return make_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
+
+
+def load_study(cfg: TuneConfig, study_name: str | None = None, storage=None):
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(cfg.n_startup_trials, 1))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
               if cfg.pruner == "median" else optuna.pruners.NopPruner())
-    try:
-        return optuna.create_study(study_name=study_name or cfg.study_name,
-                                   storage=make_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period),
+    with storage_errors(cfg):
+        return optuna.create_study(study_name=study_name or cfg.study_name, storage=storage or open_storage(cfg),
                                    sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True)
-    except OSError:
-        raise
-    except Exception as exc:  # a corrupt SQLite file, a garbage journal line, an unreachable server
-        first = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"tune.storage {cfg.storage!r}: cannot open the Optuna storage "
-                          f"({type(exc).__name__}: {first}); fix or move the file away") from None
 
 
 def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
@@ -262,13 +276,14 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
     params = load_params(params_path, None, overrides, dataset)
     cfg = params.tune
     trial = preflight(params_path, list(overrides), cfg, dataset)
+    storage = open_storage(cfg)  # a broken storage is named before the dataset is looked at
     fingerprint = dataset_fingerprint(trial.data)
     definition = study_definition(trial, cfg, fingerprint)
     digest = definition_digest(definition)
     name = study_name or f"{cfg.study_name}-{digest[:12]}"
     n_trials = cfg.n_trials if n_trials is None else n_trials
     jobs = cfg.jobs if jobs is None else jobs
-    study = load_study(cfg, name)
+    study = load_study(cfg, name, storage)
     claim_study(study, definition, digest, cfg.storage)
     with store_errors(params.tracking.uri):
         parent = ensure_parent_run(study, params)
