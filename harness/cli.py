@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "vireid.harness.commands.describe_model",
     "vireid.harness.commands.tune",
     "vireid.harness.commands.report",
+    "vireid.harness.commands.study_metrics",
     "vireid.harness.commands.ui",
 )
 
