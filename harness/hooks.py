@@ -54,7 +54,7 @@ class ProgressHook(Hook):
             parts = [f"epoch {row['epoch']}/{trainer.epochs}", f"loss {row['loss']:.4f}"]
             parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss/")]
             parts += [f"{k} {v:.2f}" for k, v in row.items() if k.startswith("val/")]
-            parts.append(f"{row['images_per_s']:.0f} img/s")
+            parts.append(f"{trainer.timing[-1]['images_per_s']:.0f} img/s")
             self.print_fn(" | ".join(parts))
 
 
@@ -116,7 +116,7 @@ class MLflowHook(Hook):
     def after_epoch(self, trainer):
         import mlflow
 
-        row = trainer.history[-1]
+        row = {**trainer.history[-1], **trainer.timing[-1]}
         metrics = {k.replace("/", "."): float(v) for k, v in row.items()
                    if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)}
         mlflow.log_metrics(metrics, step=row["epoch"])

@@ -29,7 +29,9 @@ from vireid.harness.schema import ConfigError, flatten
 
 CHECKPOINT = "checkpoint.pt"
 LOCK = "writer.local.json"
-RUN_FILES = ("params.yaml", "history.csv", CHECKPOINT, "features.npz", "metrics.json", "cmc.csv", "cmc.png")
+LOCAL_INFO = "run.local.json"  # MLflow run id, git commit, wall-clock: differ between identical runs
+RUN_FILES = ("params.yaml", "history.csv", CHECKPOINT, "features.npz", "metrics.json", LOCAL_INFO, "cmc.csv",
+             "cmc.png")
 TRAINING_BLOCKS = ("data.", "model.", "loss.", "train.", "experiment.name")
 MAY_DIFFER = {"data.root", "data.prepared_dir", "data.cache_workers", "data.label", "train.epochs"}
 
@@ -133,15 +135,30 @@ def present(run_dir: Path) -> list[str]:
 
 
 def plan(run_dir: Path, resume: bool | str, params: Any, fingerprint: str, code: str, is_main: bool) -> bool:
-    """True when training continues from the folder's checkpoint; else the folder is (made) empty."""
-    from vireid.harness.checkpoint import load_checkpoint
+    """True when training continues from the folder's checkpoint; else the folder is (made) empty.
+
+    Every rank decides from the files before rank 0 changes any (a barrier between, under DDP)."""
+    from vireid.harness import distributed as dist
     from vireid.harness.io import remove_stale_temps
 
     if is_main and run_dir.is_dir():
         remove_stale_temps(run_dir)  # left by a run killed with SIGKILL
+    dist.barrier()
     names = present(run_dir)
+    decision = _decide(run_dir, names, resume, params, fingerprint, code)
+    dist.barrier()
+    if decision == "empty" and is_main:
+        for name in names:
+            (run_dir / name).unlink()
+    return decision == "resume"
+
+
+def _decide(run_dir: Path, names: list[str], resume: bool | str, params: Any, fingerprint: str, code: str) -> str:
+    """"fresh" (nothing there), "resume", or "empty" (start over in an emptied folder); or refuse."""
+    from vireid.harness.checkpoint import load_checkpoint
+
     if not names:
-        return False
+        return "fresh"
     checkpoint = run_dir / CHECKPOINT
     if resume is True:
         if not checkpoint.is_file():
@@ -151,19 +168,16 @@ def plan(run_dir: Path, resume: bool | str, params: Any, fingerprint: str, code:
         if why:
             raise RunFolderError(f"{checkpoint}: cannot be resumed by this run: {why}; resume with the "
                                  "checkpoint's settings, or train into an empty --run-dir")
-        return True
+        return "resume"
     if resume == "partial":
         if checkpoint.is_file() and not (run_dir / "metrics.json").exists():
             if incompatibility(load_checkpoint(checkpoint), params, fingerprint, code) is None:
-                return True
+                return "resume"
         foreign = [n for n in names if n not in RUN_FILES]
         if foreign:
             raise RunFolderError(f"{run_dir}: holds files no run writes ({', '.join(foreign[:6])}); refusing to "
                                  "empty it: move them away or choose another --run-dir")
-        if is_main:
-            for name in names:
-                (run_dir / name).unlink()
-        return False
+        return "empty"
     raise RunFolderError(f"{run_dir}: holds the files of an earlier run ({', '.join(names[:6])}"
                          f"{' ...' if len(names) > 6 else ''}); continue it with --resume, or train into an empty "
                          "--run-dir")

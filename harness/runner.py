@@ -23,7 +23,7 @@ from vireid.harness.cli import is_user_error
 from vireid.harness.config import Params, dump_params
 from vireid.harness.schema import ConfigError
 from vireid.harness.io import atomic_save, atomic_write_json, atomic_write_text
-from vireid.harness.run_folder import CHECKPOINT
+from vireid.harness.run_folder import CHECKPOINT, LOCAL_INFO
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -249,20 +249,24 @@ def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[
             "variant": params.experiment.name, "variant_label": params.experiment.label or params.experiment.name,
             "ablation_order": params.experiment.ablation_order, "method": params.model.method,
             "dataset": params.data.name, "dataset_label": params.data.label, "seed": cfg.seed,
-            "mlflow_run_id": active.info.run_id if use_mlflow else None, "git_commit": tracking.git_commit(),
-            "params": params.flat(), "train_seconds": round(train_seconds, 2),
+            "params": params.flat(),
             "selected_epoch": trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
             "best_validation": trainer.best,
         }
+        # What differs between two runs of the same code and settings (ids, the commit, wall-clock)
+        # goes to run.local.json, which DVC ignores, so a DVC output has the same bytes in any clone.
+        local = {"mlflow_run_id": active.info.run_id if use_mlflow else None, "git_commit": tracking.git_commit(),
+                 "train_seconds": round(train_seconds, 2), "epochs": trainer.timing}
         metrics = {"run": run_info, "results": results}
         atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_json(run_dir / LOCAL_INFO, local)
         atomic_write_text(run_dir / "cmc.csv", cmc_table(results))
         if use_mlflow:
             import mlflow
 
             tracking.log_result_metrics(results)
             mlflow.log_metric("train_seconds", train_seconds)
-            for name in ("params.yaml", "history.csv", "metrics.json", "cmc.csv"):
+            for name in ("params.yaml", "history.csv", "metrics.json", LOCAL_INFO, "cmc.csv"):
                 mlflow.log_artifact(str(run_dir / name))
             plot = plot_cmc(results, run_dir / "cmc.png")
             if plot:
