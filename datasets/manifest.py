@@ -6,6 +6,12 @@ parallel) and hashes every file; nothing is written unless all of it passes.
 (``<name>.json``: dataset, root, counts, fingerprint, warnings) with atomic renames, the
 sidecar last; ``read_manifest`` checks that the two belong together.
 
+Both files depend on content only, so the same dataset prepared in two clones of the
+repository gives the same bytes (a DVC output must): the root is written relative to the
+sidecar's folder when both lie under the working directory (the project), and the
+mtime-based ``stat_digest`` goes to ``<name>.local.json``, which ``.dvcignore`` keeps out
+of every DVC hash.
+
 The fingerprint is a sha256 over the dataset name and split, the record table, and the
 (path, size, sha256 of the bytes) of every image and metadata file; it does not depend on
 where the root lives. Results and caches are keyed by it.
@@ -37,7 +43,7 @@ __all__ = ["Manifest", "read_layout", "build_manifest", "write_manifest", "read_
 @dataclass
 class Manifest:
     dataset: str
-    root: str  # absolute path of the dataset root when the manifest was built
+    root: str  # absolute path of the dataset root (the sidecar may store it relative: portable_root)
     split: int  # RegDB trial (1..10); 1 for the other datasets
     records: pd.DataFrame
     fingerprint: str
@@ -47,14 +53,28 @@ class Manifest:
     index_files: list[str] = field(default_factory=list)
     stat_digest: str = ""  # cheap change detector: paths, sizes and mtimes (see stat_digest)
 
-    def sidecar(self, records_file: str) -> dict[str, Any]:
+    def sidecar(self, records_file: str, folder: Path) -> dict[str, Any]:
         return {
-            "format": FORMAT, "version": VERSION, "dataset": self.dataset, "root": self.root,
+            "format": FORMAT, "version": VERSION, "dataset": self.dataset, "root": portable_root(self.root, folder),
             "split": self.split, "fingerprint": self.fingerprint, "records_file": records_file,
             "records_sha256": records_digest(self.records), "counts": self.counts, "warnings": self.warnings,
             "one_modality_ids": self.one_modality_ids, "index_files": self.index_files,
-            "stat_digest": self.stat_digest,
         }
+
+
+def portable_root(root, folder) -> str:
+    """``root`` as the sidecar in ``folder`` stores it: relative (POSIX) when both lie under the
+    working directory, so the file does not depend on where the project is; else absolute
+    (data outside the project is a fact of the machine, the same for every clone on it)."""
+    root, folder, cwd = Path(root).resolve(), Path(folder).resolve(), Path.cwd().resolve()
+    if root.is_relative_to(cwd) and folder.is_relative_to(cwd):
+        return Path(os.path.relpath(root, folder)).as_posix()
+    return str(root)
+
+
+def local_state_path(path) -> Path:
+    """Machine-local state beside a manifest (mtimes): ignored by DVC (`.dvcignore`: *.local.json)."""
+    return Path(path).with_suffix(".local.json")
 
 
 def records_digest(records: pd.DataFrame) -> str:
@@ -193,7 +213,8 @@ def write_manifest(manifest: Manifest, path) -> tuple[Path, Path]:
         else:
             manifest.records.to_csv(tmp, index=False, lineterminator="\n")
     side = sidecar_path(path)
-    atomic_write_json(side, manifest.sidecar(path.name))
+    atomic_write_json(local_state_path(path), {"stat_digest": manifest.stat_digest})
+    atomic_write_json(side, manifest.sidecar(path.name, side.parent))
     return path, side
 
 
@@ -228,7 +249,16 @@ def read_manifest(path) -> Manifest:
     if records_digest(records) != meta["records_sha256"]:
         raise DatasetError(f"{path}: the records do not match {side.name} (an interrupted write or a file from "
                            "another manifest); rebuild the manifest")
-    return Manifest(dataset=meta["dataset"], root=meta["root"], split=int(meta["split"]), records=records,
+    root = os.path.normpath(os.path.join(side.parent.resolve(), meta["root"]))  # a relative root: see portable_root
+    return Manifest(dataset=meta["dataset"], root=root, split=int(meta["split"]), records=records,
                     fingerprint=meta["fingerprint"], counts=meta["counts"], warnings=list(meta.get("warnings", [])),
                     one_modality_ids=[int(i) for i in meta.get("one_modality_ids", [])],
-                    index_files=list(meta.get("index_files", [])), stat_digest=meta.get("stat_digest", ""))
+                    index_files=list(meta.get("index_files", [])), stat_digest=_local_stat_digest(path))
+
+
+def _local_stat_digest(path: Path) -> str:
+    """The stat digest written beside the manifest, or "" (absent or unreadable: a full check)."""
+    try:
+        return str(json.loads(local_state_path(path).read_text(encoding="utf-8"))["stat_digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""

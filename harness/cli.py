@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 # Command modules, in the order their commands appear in `vireid --help`.
@@ -18,6 +19,7 @@ COMMAND_MODULES = (
     "vireid.harness.commands.tune",
     "vireid.harness.commands.report",
     "vireid.harness.commands.scaleout",
+    "vireid.harness.commands.study_metrics",
     "vireid.harness.commands.ui",
 )
 
@@ -38,6 +40,15 @@ def version() -> str:
 
         pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
         return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, DVC stopping a stage), unwound like Ctrl-C so that the
+    MLflow run is closed as KILLED and the outputs written so far stay complete."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,14 +122,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         result = args.handler(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Checkpoints and outputs are written atomically: what exists is complete, and
         # `vireid train --resume` continues from the last checkpoint.
-        print("interrupted (Ctrl-C); outputs written so far are complete; resume a run with --resume",
-              file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+        print(f"{what}; outputs written so far are complete; resume a run with --resume", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     # OSError covers missing files, permissions and a full disk (ENOSPC names the file);
     # atomic writes guarantee that what was written before is intact in every case.
     except Exception as exc:

@@ -185,6 +185,9 @@ class TuneConfig:
     n_startup_trials: int = field(metadata={"ge": 0})
     n_warmup_steps: int = field(metadata={"ge": 0})
     jobs: int = field(metadata={"ge": 1})
+    # RDB storages (SQLite, PostgreSQL): a trial whose worker sent no heartbeat for grace_period s is failed
+    heartbeat_interval: int | None = field(metadata={"ge": 1})
+    grace_period: int | None = field(metadata={"ge": 1})
     overrides: dict[str, Any]
     search_space: dict[str, SearchParam]
 

@@ -68,7 +68,7 @@ class ProgressHook(Hook):
         parts = [f"epoch {row['epoch']}/{trainer.epochs}", f"loss {row['loss']:.4f}"]
         parts += [f"{k[5:]} {v:.4f}" for k, v in row.items() if k.startswith("loss/")]
         parts += [f"val {k[4:]} {v:.2f}" for k, v in row.items() if k.startswith("val/")]
-        parts.append(f"{row['images_per_s']:.0f} img/s")
+        parts.append(f"{trainer.timing[-1]['images_per_s']:.0f} img/s")
         remaining = trainer.epochs - row["epoch"]
         parts.append(f"ETA {format_duration(remaining * sum(self.durations) / len(self.durations))}")
         self.log.info(" | ".join(parts))
@@ -132,7 +132,7 @@ class MLflowHook(Hook):
     def after_epoch(self, trainer):
         import mlflow
 
-        row = trainer.history[-1]
+        row = {**trainer.history[-1], **trainer.timing[-1]}
         metrics = {k.replace("/", "."): float(v) for k, v in row.items()
                    if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v)}
         mlflow.log_metrics(metrics, step=row["epoch"])

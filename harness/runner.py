@@ -22,9 +22,8 @@ from vireid.harness.checkpoint import CheckpointError
 from vireid.harness.cli import is_user_error
 from vireid.harness.config import Params, dump_params
 from vireid.harness.schema import ConfigError
-from vireid.harness.io import atomic_save, atomic_write_json, atomic_write_text, remove_stale_temps
-
-CHECKPOINT = "checkpoint.pt"
+from vireid.harness.io import atomic_save, atomic_write_json, atomic_write_text
+from vireid.harness.run_folder import CHECKPOINT, LOCAL_INFO
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -130,11 +129,25 @@ def cmc_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_training(params: Params, run_dir: str | Path, resume: bool = False,
+def run_training(params: Params, run_dir: str | Path, resume: bool | str = False,
                  report: Callable[[float, int], None] | None = None, progress: bool = True,
                  mlflow_parent: str | None = None, run_name: str | None = None,
                  extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train, select, test and write every output of one run. Returns the metrics dict."""
+    """Train, select, test and write every output of one run. Returns the metrics dict.
+
+    `resume`: False (the folder must be empty), True (continue its checkpoint) or "partial"
+    (continue an unfinished run of the same settings, else start over): `harness/run_folder.py`.
+    """
+    from vireid.harness import run_folder
+
+    run_dir = Path(run_dir)
+    with run_folder.claimed(run_dir, enabled=dist.rank() == 0):
+        return _train(params, run_dir, resume, report, progress, mlflow_parent, run_name, extra_tags)
+
+
+def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[float, int], None] | None,
+           progress: bool, mlflow_parent: str | None, run_name: str | None,
+           extra_tags: dict[str, str] | None) -> dict[str, Any]:
     from vireid.datasets.samplers import ModalityBalancedIdentitySampler
     from vireid.datasets.transforms import EvalTransform, TrainAugment
     from vireid.harness import tracking
@@ -142,10 +155,10 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
     from vireid.harness.evaluation.features_file import save_features
     from vireid.harness.evaluation.results import RunInfo
     from vireid.harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
+    from vireid.harness.run_folder import code_digest, plan
     from vireid.harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
     from vireid.methods import param_groups
 
-    run_dir = Path(run_dir)
     rank, world = dist.rank(), dist.world_size()
     is_main = rank == 0
     cfg = params.train
@@ -199,10 +212,12 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
         hooks += [HistoryHook(run_dir / "history.csv"), CheckpointHook(run_dir / CHECKPOINT, cfg.checkpoint_every)]
         if use_mlflow:
             hooks.append(MLflowHook())
-    meta = {"method": params.model.method, "num_classes": batches.num_classes, "params": params.to_dict()}
+    code = code_digest()
+    meta = {"method": params.model.method, "num_classes": batches.num_classes, "params": params.to_dict(),
+            "dataset_fingerprint": data.fingerprint, "code_digest": code}
     trainer = Trainer(model, core, optimizer, scheduler, batches, cfg.epochs, device, hooks, amp_dtype,
                       cfg.grad_clip, generator, cfg.steps_per_epoch, meta, report=report)
-    if resume and (run_dir / CHECKPOINT).is_file():
+    if plan(run_dir, resume, params, data.fingerprint, code, is_main):
         try:
             trainer.resume(run_dir / CHECKPOINT)
         except (ValueError, RuntimeError, KeyError) as exc:  # a checkpoint of other settings
@@ -213,7 +228,6 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
                                   f"({type(exc).__name__}: {first[:300]})") from None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(run_dir)  # left by a run killed with SIGKILL
         dump_params(params, run_dir / "params.yaml")
 
     mlflow_run = contextlib.nullcontext()
@@ -224,7 +238,7 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
             tags["mlflow.parentRunId"] = mlflow_parent
         mlflow_run = tracking.training_run(experiment_id, params, run_name or tracking.run_name(params), tags)
     started = time.perf_counter()
-    with store_errors, mlflow_run as active:
+    with store_errors, mlflow_run as active, tracking.closed_as_killed(use_mlflow):
         if use_mlflow:
             tracking.log_params_flat(params.flat())
             tracking.log_dataset(params.data.name, params.data.prepared_dir, data.fingerprint)
@@ -243,20 +257,23 @@ def run_training(params: Params, run_dir: str | Path, resume: bool = False,
         run_info = RunInfo(
             variant=params.experiment.name, variant_label=params.experiment.label or params.experiment.name,
             ablation_order=params.experiment.ablation_order, method=params.model.method,
-            dataset=params.data.name, dataset_label=params.data.label, seed=cfg.seed,
-            mlflow_run_id=active.info.run_id if use_mlflow else None, git_commit=tracking.git_commit(),
-            params=params.flat(), train_seconds=round(train_seconds, 2),
+            dataset=params.data.name, dataset_label=params.data.label, seed=cfg.seed, params=params.flat(),
             selected_epoch=trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
             best_validation=trainer.best)
+        # What differs between two runs of the same code and settings (ids, the commit, wall-clock)
+        # goes to run.local.json, which DVC ignores, so a DVC output has the same bytes in any clone.
+        local = {"mlflow_run_id": active.info.run_id if use_mlflow else None, "git_commit": tracking.git_commit(),
+                 "train_seconds": round(train_seconds, 2), "epochs": trainer.timing}
         metrics = {"run": run_info.to_dict(), "results": results}
         atomic_write_json(run_dir / "metrics.json", metrics)
+        atomic_write_json(run_dir / LOCAL_INFO, local)
         atomic_write_text(run_dir / "cmc.csv", cmc_table(results))
         if use_mlflow:
             import mlflow
 
             tracking.log_result_metrics(results)
             mlflow.log_metric("train_seconds", train_seconds)
-            names = ["params.yaml", "history.csv", "metrics.json", "cmc.csv"]
+            names = ["params.yaml", "history.csv", "metrics.json", LOCAL_INFO, "cmc.csv"]
             names += [CHECKPOINT, "features.npz"] if params.tracking.log_checkpoint else []
             for name in names:
                 mlflow.log_artifact(str(run_dir / name))

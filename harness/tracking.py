@@ -37,6 +37,20 @@ class TrackingError(RuntimeError):
     """The MLflow tracking store cannot be reached or written."""
 
 
+@contextlib.contextmanager
+def closed_as_killed(enabled: bool):
+    """Inside an active MLflow run: Ctrl-C or SIGTERM (cli.Terminated) ends it as KILLED, not
+    FAILED or forever RUNNING."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if enabled:
+            import mlflow
+
+            mlflow.end_run("KILLED")
+        raise
+
+
 def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 

@@ -105,7 +105,8 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.step_in_epoch = 0
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # content only: identical bytes for identical runs
+        self.timing: list[dict[str, Any]] = []  # wall-clock per epoch (throughput), kept out of outputs
         self.best: dict[str, Any] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.last_losses: dict[str, float] = {}
@@ -209,9 +210,9 @@ class Trainer:
             row: dict[str, Any] = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                                    "loss": sums.pop("total", 0.0) / steps}
             row.update({f"loss/{k}": v / steps for k, v in sums.items()})
-            row["images_per_s"] = n_images / elapsed if elapsed > 0 else 0.0
-            row["epoch_seconds"] = elapsed
             self.history.append(row)
+            self.timing.append({"epoch": self.epoch + 1, "images_per_s": n_images / elapsed if elapsed > 0 else 0.0,
+                                "epoch_seconds": elapsed})
             self.scheduler.step()
             self._call("after_epoch")
         self.epoch = self.epochs - 1

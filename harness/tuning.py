@@ -2,12 +2,21 @@
 
 A study lives in an Optuna storage (SQLite file by default, a journal file, or any RDB
 URL such as PostgreSQL), so several `vireid tune` processes, on one machine or many,
-share its trials, and re-running resumes it. In MLflow the study is a parent run and each
-trial a nested child run. A failing trial (NaN loss, exception) is recorded as failed and
-the study goes on.
+share its trials. In MLflow the study is a parent run and each trial a nested child run. A
+failing trial (NaN loss, exception) is recorded as failed and the study goes on; on an RDB
+storage, a trial whose worker died (no heartbeat for `tune.grace_period` s) is failed too.
+
+A study is identified by what defines it: the digest of the prepared dataset's fingerprint,
+the trials' resolved settings (experiment, model, loss, train), the search space, the fixed
+overrides and the metric (`study_definition`). The default study name carries the digest
+(`<tune.study_name>-<digest[:12]>`), so re-running resumes only an identical study and any
+change starts a new one; a study named with `--study` must match its recorded digest.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -20,25 +29,39 @@ import yaml
 
 from vireid.harness.config import Params, TuneConfig, load_params
 from vireid.harness.io import atomic_write_text
-from vireid.harness.schema import ConfigError
+from vireid.harness.schema import ConfigError, flatten
 from vireid.harness.tracking import store_errors
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+DIGEST_ATTR = "definition_digest"
+DEFINITION_ATTR = "definition"
+# Trial settings outside the digest: where files live and how fast they are read (the dataset's
+# content is in its fingerprint), and labels.
+UNDEFINING_KEYS = ("data.root", "data.prepared_dir", "data.cache_workers", "data.name", "data.label")
 
 
 class TuningError(RuntimeError):
     """A tuning worker process failed (its own output says why)."""
 
 
-def make_storage(url: str):
-    """`sqlite:///f.db`, `postgresql://...` (any SQLAlchemy URL), or a journal file path."""
+def report_reaped(study, trial) -> None:
+    """Optuna's failed-trial callback: say which trial a dead worker left behind."""
+    print(f"tune: trial {trial.number} of study {study.study_name!r} sent no heartbeat (its worker died); "
+          "marked failed")
+
+
+def make_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None):
+    """`sqlite:///f.db`, `postgresql://...` (any SQLAlchemy URL), or a journal file path.
+    RDB storages get Optuna's heartbeat: running trials of dead workers are failed."""
     import optuna
 
     if "://" in url:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        beat = ({"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                 "heartbeat_stale_trial_callback": report_reaped} if heartbeat_interval else {})
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
-                                          if url.startswith("sqlite") else {})
+                                          if url.startswith("sqlite") else {}, **beat)
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
@@ -46,21 +69,35 @@ def make_storage(url: str):
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def load_study(cfg: TuneConfig, study_name: str | None = None):
+@contextlib.contextmanager
+def storage_errors(cfg: TuneConfig):
+    """A corrupt SQLite file, a garbage journal line or an unreachable server, as one ConfigError."""
+    try:
+        yield
+    except OSError:
+        raise
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"tune.storage {cfg.storage!r}: cannot open the Optuna storage "
+                          f"({type(exc).__name__}: {first}); fix or move the file away") from None
+
+
+def open_storage(cfg: TuneConfig):
+    with storage_errors(cfg):
+        return make_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
+
+
+def load_study(cfg: TuneConfig, study_name: str | None = None, storage=None):
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(cfg.n_startup_trials, 1))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
               if cfg.pruner == "median" else optuna.pruners.NopPruner())
-    try:
-        return optuna.create_study(study_name=study_name or cfg.study_name, storage=make_storage(cfg.storage),
+    with storage_errors(cfg):
+        return optuna.create_study(study_name=study_name or cfg.study_name, storage=storage or open_storage(cfg),
                                    sampler=sampler, pruner=pruner, direction="maximize", load_if_exists=True)
-    except OSError:
-        raise
-    except Exception as exc:  # a corrupt SQLite file, a garbage journal line, an unreachable server
-        first = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"tune.storage {cfg.storage!r}: cannot open the Optuna storage "
-                          f"({type(exc).__name__}: {first}); fix or move the file away") from None
 
 
 def suggest(trial, space: dict[str, Any]) -> dict[str, Any]:
@@ -108,20 +145,67 @@ def trial_overrides(base: list[str], cfg: TuneConfig, values: dict[str, Any]) ->
     return list(base) + fixed + as_overrides(values)
 
 
-def preflight(params_path: str | None, overrides: list[str], cfg: TuneConfig, dataset: str | None) -> None:
+def preflight(params_path: str | None, overrides: list[str], cfg: TuneConfig, dataset: str | None) -> Params:
     """Resolve one trial's parameters (every search-space key at its low end / first choice)
     before any trial starts: a typo in tune.experiment, tune.overrides or a search-space key
-    fails here once, instead of failing every trial while the study exits 0."""
+    fails here once, instead of failing every trial while the study exits 0. Returns them."""
     if not cfg.search_space:
         raise ConfigError("tune.search_space: expected at least one parameter to tune")
     values = {key: (spec.choices[0] if spec.type == "categorical" else
                     int(spec.low) if spec.type == "int" else float(spec.low))
               for key, spec in cfg.search_space.items()}
     try:
-        load_params(params_path, cfg.experiment, trial_overrides(overrides, cfg, values), dataset)
+        return load_params(params_path, cfg.experiment, trial_overrides(overrides, cfg, values), dataset)
     except ConfigError as exc:
         raise ConfigError(f"tune: a trial's parameters do not resolve (tune.experiment {cfg.experiment!r}, "
                           f"tune.overrides, tune.search_space): {exc}") from None
+
+
+def dataset_fingerprint(data_cfg) -> str:
+    """The prepared dataset's content fingerprint; tuning on an unprepared dataset is an error."""
+    from vireid.datasets.manifest import read_manifest
+    from vireid.datasets.prepare import MANIFEST_NAME, NOT_PREPARED
+
+    path = Path(data_cfg.prepared_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise ConfigError(f"tune: dataset {data_cfg.name!r} is not prepared (no {path}); {NOT_PREPARED}")
+    return read_manifest(path).fingerprint
+
+
+def study_definition(trial: Params, cfg: TuneConfig, fingerprint: str) -> dict[str, Any]:
+    """Everything that defines a study's objective; `trial` is a resolved trial's params."""
+    from dataclasses import asdict
+
+    settings = {key: value for key, value in trial.flat().items()
+                if key.split(".")[0] in ("data", "model", "loss", "train") and key not in cfg.search_space
+                and key not in UNDEFINING_KEYS}
+    return {"dataset_fingerprint": fingerprint, "experiment": cfg.experiment, "metric": cfg.metric,
+            "search_space": {key: asdict(spec) for key, spec in sorted(cfg.search_space.items())},
+            "overrides": dict(sorted(cfg.overrides.items())), "trial_settings": settings}
+
+
+def definition_digest(definition: dict[str, Any]) -> str:
+    text = json.dumps(definition, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def claim_study(study, definition: dict[str, Any], digest: str, storage: str) -> None:
+    """Record the definition in a new study; refuse a study that was defined otherwise."""
+    recorded = study.user_attrs.get(DIGEST_ATTR)
+    if recorded == digest:
+        return
+    if recorded is None and not study.get_trials(deepcopy=False):
+        study.set_user_attr(DEFINITION_ATTR, json.loads(json.dumps(definition, default=str)))
+        study.set_user_attr(DIGEST_ATTR, digest)
+        return
+    old = flatten(study.user_attrs.get(DEFINITION_ATTR) or {})
+    new = flatten(json.loads(json.dumps(definition, default=str)))  # as the storage keeps it
+    differing = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    what = (f"was defined with digest {recorded[:12]}; differing: {', '.join(differing[:8]) or '?'}"
+            if recorded else "holds trials but no definition digest (made by an older vireid)")
+    raise ConfigError(f"tune: study {study.study_name!r} in {storage} {what}. Its trials answer another "
+                      "question: leave out --study (the default name carries the definition's digest) or "
+                      "name a new study")
 
 
 class Objective:
@@ -233,11 +317,16 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
             raise ConfigError(f"{flag}: expected a number >= 1, got {value}")
     params = load_params(params_path, None, overrides, dataset)
     cfg = params.tune
-    preflight(params_path, list(overrides), cfg, dataset)
-    name = study_name or cfg.study_name
+    trial = preflight(params_path, list(overrides), cfg, dataset)
+    storage = open_storage(cfg)  # a broken storage is named before the dataset is looked at
+    fingerprint = dataset_fingerprint(trial.data)
+    definition = study_definition(trial, cfg, fingerprint)
+    digest = definition_digest(definition)
+    name = study_name or f"{cfg.study_name}-{digest[:12]}"
     n_trials = cfg.n_trials if n_trials is None else n_trials
     jobs = cfg.jobs if jobs is None else jobs
-    study = load_study(cfg, name)
+    study = load_study(cfg, name, storage)
+    claim_study(study, definition, digest, cfg.storage)
     with store_errors(params.tracking.uri):
         parent = ensure_parent_run(study, params, n_trials)
     args = (params_path, list(overrides), name, n_trials, cfg.timeout, str(out_dir), parent, dataset)
@@ -254,7 +343,8 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
         if failed:
             raise TuningError(f"{len(failed)} tuning worker(s) exited with codes {failed}")
     study = load_study(cfg, name)
-    summary = summarize(study)
+    reap_stale_trials(study)
+    summary = summarize(study, digest, fingerprint)
     if best_params_path:
         write_best_params(summary, best_params_path)
     with store_errors(params.tracking.uri):
@@ -262,14 +352,24 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
     return summary
 
 
-def summarize(study) -> dict[str, Any]:
+def reap_stale_trials(study) -> None:
+    """Fail the running trials of dead workers now (Optuna does it when a trial starts)."""
+    import optuna
+
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+
+
+def summarize(study, digest: str | None = None, fingerprint: str | None = None) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(t.state == state for t in trials)
-              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    counts = {name: sum(t.state == state for t in trials)
+              for name, state in (("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED),
+                                  ("failed", TrialState.FAIL), ("running", TrialState.RUNNING))}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    out: dict[str, Any] = {"study": study.study_name, "n_trials": len(trials), "states": counts}
+    out: dict[str, Any] = {"study": study.study_name, "definition_digest": digest,
+                           "dataset_fingerprint": fingerprint, "n_trials": len(trials), "states": counts}
     if complete:
         best = study.best_trial
         out.update(best_trial=best.number, best_value=best.value, params=dict(best.params),

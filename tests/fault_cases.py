@@ -250,8 +250,9 @@ def optuna_corrupt_sqlite(tmp: Path) -> list[str]:
 def optuna_journal_garbage(tmp: Path) -> list[str]:
     journal = tmp / "journal.log"
     journal.write_text('{"op_code": 0, "worker_id": "x", "study_name": "s", "directions": [1]}\nthis is garbage\n')
+    sets = prepared(tmp)  # a journal is read when the study is opened, after the dataset is checked
     return ["tune", "--set", f"tune.storage={journal}", "--out-dir", str(tmp / "tune"),
-            "--best-params", str(tmp / "best.yaml"), *tiny_sets(tmp)]
+            "--best-params", str(tmp / "best.yaml"), *sets]
 
 
 # --- checks before the first expensive step ----------------------------------------------------

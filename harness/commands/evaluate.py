@@ -28,16 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def summary_of(results: list[dict]) -> dict:
-    from vireid.harness.evaluation.evaluate import rerank_suffix
-
-    out: dict = {}
-    for res in results:
-        key = res["protocol"] + (f"+rerank{rerank_suffix(res['rerank'])}" if res["rerank"]["enabled"] else "")
-        out[key] = {m: round(float(res[m]), 4) for m in ("r1", "r10", "r20", "mAP", "mINP")}
-    return out
-
-
 def read_trained(path: Path) -> dict:
     """A run's metrics.json as `vireid train` writes it (checked against the results format)."""
     from vireid.harness.cli import UserError
@@ -72,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
                                    params.eval.rerank_params, fingerprint, params.eval.trials)
     atomic_write_json(args.out, {"run": run_info, "results": results})
     if args.summary:
+        from vireid.harness.study_metrics import summary_of
+
         atomic_write_json(args.summary, summary_of(results))
     if args.cmc:
         atomic_write_text(args.cmc, cmc_table(results))

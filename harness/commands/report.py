@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage: sqlite:///path.db or a journal file ending in .log/.jsonl")
     p.add_argument("--study", default=None, metavar="NAME",
-                   help="Optuna study name (default: the storage's only study)")
+                   help="Optuna study name (default: the `study` of --best-params, else the storage's only study)")
     p.add_argument("--best-params", default=None, metavar="FILE", help="best-params YAML (e.g. tune/best_params.yaml)")
     p.add_argument("--published", default=None, metavar="FILE",
                    help="published-results CSV (default: reports/published_results.csv in the repository)")
@@ -65,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not metrics:
         raise ReportError(f"--stats-metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
                           f"choose from {', '.join(TABLE_METRICS)}")
-    written = build_report(runs, out, storage=args.storage, study=args.study,
+    study = args.study
+    if study is None and args.storage and args.best_params:  # the study that wrote the best parameters
+        from vireid.harness.report.collect import load_best_params
+
+        study = (load_best_params(args.best_params) or {}).get("study")
+    written = build_report(runs, out, storage=args.storage, study=study,
                            best_params=args.best_params, published_csv=published, readme=args.readme,
                            stats_metrics=metrics, audits=_audit_files(args.audit), run_files=args.run_files)
     print(f"wrote {written['markdown']}")

@@ -19,8 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "vireid train -e idkl --resume --run-dir runs/synth-sysu/idkl/seed1",
                      "vireid train -e baseline --data sysu --ddp --nproc 2"])
     add_params_args(p)
-    p.add_argument("--run-dir", default=None, help="output folder (default: runs/<dataset>/<experiment>/seed<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoint.pt if present")
+    p.add_argument("--run-dir", default=None,
+                   help="output folder, empty unless resuming (default: a new runs/adhoc/<dataset>-<experiment>-"
+                        "seed<seed>-<time>, never a folder of the DVC study)")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_const", const=True, default=False,
+                        help="continue from <run-dir>/checkpoint.pt if present; refused when its settings differ "
+                             "(train.epochs may be raised)")
+    resume.add_argument("--resume-partial", dest="resume", action="store_const", const="partial",
+                        help="continue an unfinished run of the same settings and code in <run-dir>, else empty "
+                             "it and start over (the DVC train stage)")
     p.add_argument("--best-params", default=None, metavar="FILE",
                    help="apply the overrides of a tuning result (tune/best_params.yaml)")
     p.add_argument("--ddp", action="store_true", help="launch torchrun with --nproc processes")
@@ -43,7 +51,11 @@ def best_params_overrides(path: str | None) -> list[str]:
 
 
 def default_run_dir(params) -> Path:
-    return Path("runs") / params.data.name / params.experiment.name / f"seed{params.train.seed}"
+    """A new folder for an ad-hoc run, beside (never inside) the study's DVC outputs runs/<dataset>/..."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / "adhoc" / f"{params.data.name}-{params.experiment.name}-seed{params.train.seed}-{stamp}"
 
 
 def launch_torchrun(args: argparse.Namespace) -> int:
@@ -65,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         from vireid.harness.runner import run_training
 
+        if args.resume and not args.run_dir:
+            from vireid.harness.cli import UserError
+
+            raise UserError("--resume needs --run-dir: the run folder to continue")
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(params)
         metrics = run_training(params, run_dir, resume=args.resume, progress=not args.no_progress)
     finally:
