@@ -13,7 +13,8 @@ from pathlib import Path
 
 from study_support import REPO
 
-PACKAGES = {"vireid.harness": "harness", "vireid.datasets": "datasets", "vireid.methods": "methods"}
+PACKAGES = {"vireid.harness": "harness", "vireid.datasets": "datasets", "vireid.methods": "methods",
+            "vireid.common": "common"}
 CLI_MODULES = ("vireid.harness.__main__", "vireid.harness.cli", "vireid.harness.runtime")
 
 
