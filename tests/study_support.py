@@ -31,6 +31,7 @@ def tiny_overrides(prepared: Path, tracking_uri: str | None = None, **extra) -> 
         "train.val_every": 1,
         "train.threads": 1,
         "train.eval_batch_size": 64,
+        "tune.jobs": 1,
         "tracking.enabled": "false" if tracking_uri is None else "true",
         "tracking.uri": tracking_uri if tracking_uri else "null",
     }

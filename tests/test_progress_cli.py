@@ -141,7 +141,8 @@ def test_bar_only_on_a_terminal_and_the_epoch_line_either_way(monkeypatch, capsy
 
     logs.configure_logging()
     trainer = SimpleNamespace(steps_per_epoch=3, step_in_epoch=0, epoch=0, epochs=2, last_losses={"id": 1.5},
-                              history=[{"epoch": 1, "loss": 1.5, "loss/id": 1.5, "images_per_s": 10.0}])
+                              history=[{"epoch": 1, "loss": 1.5, "loss/id": 1.5}],
+                              timing=[{"epoch": 1, "images_per_s": 10.0}])
     for tty, bar_wanted in ((True, True), (True, False), (False, True)):
         monkeypatch.setattr(logs, "is_tty", lambda tty=tty: tty)
         hook = ProgressHook(bar=bar_wanted)

@@ -16,6 +16,15 @@ def params_for(prepared, uri, experiment="idkl", **extra):
     return load_params(experiment=experiment, dataset="synth-sysu", overrides=tiny_overrides(prepared, uri, **extra))
 
 
+def mlflow_run_id(run_dir):
+    """The run's MLflow id, kept in run.local.json (outside the DVC-hashed outputs)."""
+    import json
+
+    from vireid.harness.run_folder import LOCAL_INFO
+
+    return json.loads((run_dir / LOCAL_INFO).read_text())["mlflow_run_id"]
+
+
 def test_training_runs_follow_the_conventions(prepared_tiny, tmp_path, monkeypatch):
     from vireid.harness.runner import run_training
 
@@ -25,9 +34,11 @@ def test_training_runs_follow_the_conventions(prepared_tiny, tmp_path, monkeypat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = params_for(prepared_tiny, uri, **{"train.seed": 3})
     run_dir = tmp_path / "run"
-    first = run_training(params, run_dir, progress=False)["run"]["mlflow_run_id"]
+    run_training(params, run_dir, progress=False)
+    first = mlflow_run_id(run_dir)
     # The same run folder again (resumed: the checkpoint is complete, so it re-tests): a newer run.
-    second = run_training(params, run_dir, resume=True, progress=False)["run"]["mlflow_run_id"]
+    run_training(params, run_dir, resume=True, progress=False)
+    second = mlflow_run_id(run_dir)
     client = MlflowClient(uri)
     old, new = client.get_run(first), client.get_run(second)
     assert new.info.run_name == old.info.run_name == "idkl-synth-sysu-seed3"

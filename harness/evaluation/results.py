@@ -253,6 +253,9 @@ class RunInfo:
                "mlflow_run_id": self.mlflow_run_id, "git_commit": self.git_commit, "params": dict(self.params),
                "train_seconds": self.train_seconds, "selected_epoch": self.selected_epoch,
                "best_validation": self.best_validation}
+        for key in ("mlflow_run_id", "git_commit", "train_seconds"):  # trained runs keep them in run.local.json
+            if out[key] is None:
+                del out[key]
         if self.kind != "trained":
             out.update(kind=self.kind, imported=self.imported)
         return out
