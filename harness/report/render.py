@@ -252,13 +252,14 @@ def _study_blocks(study) -> list:
             value = "–"
         else:
             value = ", ".join(f"{v:.6g}" for v in t.values)
-        duration = t.duration.total_seconds() if t.duration is not None else None
+        # No wall-clock duration: the report is a DVC output with the same bytes in every clone
+        # (trial durations are in the MLflow runs).
         rows.append([t.number, t.state.name.lower(), value]
                     + [_value_text(t.params[n]) if n in t.params else None for n in names]
-                    + [len(t.intermediate_values), "–" if duration is None else f"{duration:.1f}"])
+                    + [len(t.intermediate_values)])
     blocks.append(TableBlock(simple_table("tuning_trials", "Trials", ["Trial", "State", "Value"] + names
-                                          + ["Steps reported", "Duration (s)"], rows,
-                                          align=["r", "l", "r"] + ["l"] * len(names) + ["r", "r"])))
+                                          + ["Steps reported"], rows,
+                                          align=["r", "l", "r"] + ["l"] * len(names) + ["r"])))
     return blocks
 
 
