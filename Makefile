@@ -23,12 +23,11 @@ setup: $(STAMP)
 	$(BIN)/dvc init -q 2>/dev/null || true
 	$(BIN)/dvc config core.analytics false
 
-# The training and evaluation matrices run study.jobs DVC stages at a time (vireid repro-matrix:
-# DVC releases its lock while a stage runs); `dvc repro` then runs the rest (tune, report).
+# Every stage of dvc.yaml through DVC, study.jobs stages at a time, each once the stages it depends
+# on are done (vireid repro-matrix: DVC releases its lock while a stage runs). `dvc repro` after it
+# has nothing to do.
 study: $(STAMP) .dvc/config
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/vireid repro-matrix train
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/vireid repro-matrix evaluate
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/vireid repro-matrix
 	@echo "report: reports/study/report.md (HTML: reports/study/report.html); runs: make mlflow-ui"
 
 # README's results region (between the vireid:results comments) from the study's report, and the

@@ -58,6 +58,9 @@ def build_method(params: Params, num_classes: int) -> torch.nn.Module:
                            loss=params.loss, options=params.model.options)
     except ValueError as exc:  # the methods' own checks of the model settings (weights file, ...)
         raise ConfigError(f"model: {exc}") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"model.weights: {exc}; the default file is the pipeline's pretrained backbone "
+                          "(`dvc repro pretrain` writes it); --set model.weights=none trains from scratch") from None
 
 
 def query_gallery_indices(records, split: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

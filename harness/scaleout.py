@@ -1,4 +1,4 @@
-"""Run the stages of one DVC matrix (e.g. every `train@...`) N at a time, through DVC itself.
+"""Run the stages of DVC matrices (e.g. every `train@...`) N at a time, through DVC itself.
 
 DVC 3 releases its repository lock while a stage's command runs (each stage holds read locks on
 its dependencies and a write lock on its outputs), so several `dvc repro --single-item <stage>`
@@ -30,6 +30,7 @@ class StageRun:
     started: float
     finished: float
     device: str | None = None
+    skipped: bool = False
 
     @property
     def seconds(self) -> float:
@@ -50,25 +51,38 @@ def child_env(device: str | None = None) -> dict[str, str]:
     return env
 
 
-def matrix_stages(group: str, repo_root: str | Path | None = None) -> tuple[list[str], list[str]]:
-    """The stages of `group` (`train` -> every `train@...`, or `train` alone) and, in pipeline order,
-    the other stages they depend on, read from DVC's own pipeline graph."""
+def matrix_stages(groups: str | list[str], repo_root: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """The stages of `groups` (`train` -> every `train@...`, or `train` alone) and, in pipeline
+    order, the other stages they depend on, read from DVC's own pipeline graph."""
+    plan = stage_plan(groups, repo_root)
+    members = sorted(name for name, _, member in plan if member)
+    return members, [name for name, _, member in plan if not member]
+
+
+def stage_plan(groups: str | list[str], repo_root: str | Path | None = None) -> list[tuple[str, set[str], bool]]:
+    """(stage, the stages of the plan it depends on, whether it is one of `groups`) for every stage
+    of `groups` (none: every stage of the pipeline) and every stage they depend on, dependencies first."""
     import networkx as nx
     from dvc.repo import Repo
 
+    groups = [groups] if isinstance(groups, str) else list(groups)
     with Repo(str(repo_root) if repo_root else None) as repo:
         graph = repo.index.graph
         names = {stage: address(stage, repo.root_dir) for stage in graph.nodes}
-        members = [s for s in graph.nodes if s.name == group or s.name.startswith(f"{group}@")]
-        if not members:
-            groups = sorted({s.name.split("@")[0] for s in graph.nodes if getattr(s, "name", None)})
-            raise ConfigError(f"{Path(repo.root_dir) / 'dvc.yaml'}: no stage {group!r} or {group}@...; "
-                              f"stages: {', '.join(groups)}")
-        upstream = set().union(*(nx.descendants(graph, s) for s in members)) - set(members)
+        members = set() if groups else set(graph.nodes)  # no groups: the whole pipeline
+        for group in groups:
+            found = [s for s in graph.nodes if s.name == group or s.name.startswith(f"{group}@")]
+            if not found:
+                known = sorted({s.name.split("@")[0] for s in graph.nodes if getattr(s, "name", None)})
+                raise ConfigError(f"{Path(repo.root_dir) / 'dvc.yaml'}: no stage {group!r} or {group}@...; "
+                                  f"stages: {', '.join(known)}")
+            members.update(found)
+        wanted = members.union(*(nx.descendants(graph, s) for s in members))
         # DVC's edges point from a stage to the stages it depends on: reversed topological order runs
         # dependencies first.
-        order = [s for s in reversed(list(nx.topological_sort(graph))) if s in upstream]
-        return sorted(names[s] for s in members), [names[s] for s in order]
+        order = [s for s in reversed(list(nx.topological_sort(graph))) if s in wanted]
+        return [(names[s], {names[d] for d in nx.descendants(graph, s) if d in wanted}, s in members)
+                for s in order]
 
 
 def address(stage, root: str) -> str:
@@ -98,11 +112,13 @@ def run_stage(stage: str, devices: "queue.Queue[str | None]", cwd: Path) -> Stag
     return StageRun(stage, returncode, started, time.time(), device)
 
 
-def repro_matrix(group: str, jobs: int | None = None, devices: list[str] | None = None,
+def repro_matrix(groups: str | list[str], jobs: int | None = None, devices: list[str] | None = None,
                  repo_root: str | Path | None = None) -> list[StageRun]:
-    """Bring the stages `group` depends on up to date (`dvc repro`, one process), then run the
-    group's stages `jobs` at a time (or one per entry of `devices`, as CUDA_VISIBLE_DEVICES)."""
-    from joblib import Parallel, delayed
+    """Run the stages of `groups` and every stage they depend on, `jobs` at a time (or one per
+    entry of `devices`, as CUDA_VISIBLE_DEVICES): a stage starts once the stages it depends on have
+    succeeded, so independent upstream stages (a dataset's preparation, the pretraining) overlap as
+    well. A failed stage's dependents do not start (their StageRun says `skipped`); the others go on."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     if devices:
         jobs = len(devices) if jobs is None else jobs
@@ -111,21 +127,41 @@ def repro_matrix(group: str, jobs: int | None = None, devices: list[str] | None 
     jobs = jobs or 1
     if jobs < 1:
         raise ConfigError(f"--jobs: expected a number >= 1, got {jobs}")
-    members, upstream = matrix_stages(group, repo_root)
+    plan = stage_plan(groups, repo_root)
     cwd = Path(repo_root or ".").resolve()
-    if upstream:
-        log.info("dvc repro %s (what %s depends on)", " ".join(upstream), group)
-        proc = subprocess.run(dvc_command("repro", *upstream), cwd=cwd, env=child_env())
-        if proc.returncode:
-            raise StageError(f"dvc repro {' '.join(upstream)} failed with exit code {proc.returncode}")
     slots: queue.Queue[str | None] = queue.Queue()
     for slot in devices or [None] * jobs:
         slots.put(slot)
-    log.info("%d stages of %s, %d at a time", len(members), group, jobs)
+    named = [groups] if isinstance(groups, str) else list(groups)
+    log.info("%d stages (%s), %d at a time", len(plan),
+             f"{', '.join(named)} and what they depend on" if named else "the whole pipeline", jobs)
+    pending = {name: deps for name, deps, _ in plan}
+    done: set[str] = set()
+    failed: set[str] = set()
+    runs: list[StageRun] = []
     # Threads are enough: each job is a DVC process; the threads only relay its output.
-    runs = Parallel(n_jobs=jobs, backend="threading")(delayed(run_stage)(name, slots, cwd) for name in members)
+    with ThreadPoolExecutor(jobs) as pool:
+        running: dict = {}
+        while pending or running:
+            for name in [n for n, deps in pending.items() if deps & failed]:
+                del pending[name]
+                failed.add(name)
+                now = time.time()
+                runs.append(StageRun(name, -1, now, now, skipped=True))
+            for name in [n for n, deps in pending.items() if deps <= done][:jobs - len(running)]:
+                del pending[name]
+                running[pool.submit(run_stage, name, slots, cwd)] = name
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                run = future.result()
+                runs.append(run)
+                (done if run.returncode == 0 else failed).add(name)
     for run in runs:
-        state = "ok" if run.returncode == 0 else f"FAILED (exit code {run.returncode})"
+        state = ("skipped (a stage it depends on failed)" if run.skipped
+                 else "ok" if run.returncode == 0 else f"FAILED (exit code {run.returncode})")
         on = f" on device {run.device}" if run.device is not None else ""
         log.info("%s: %s in %.0f s%s", run.stage, state, run.seconds, on)
     return runs

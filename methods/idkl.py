@@ -218,6 +218,15 @@ class IDKL(nn.Module):
         """Test-time feature: the shared vector after its BN-neck. `modality` is ignored."""
         return self.bn_neck(self.pool(self.shared_back(self.front(images))))
 
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """The shared trunk (front + shared back) as one torchvision-layout ResNet state dict, the
+        format of `model.weights`: a trained run can initialise the backbones of another (the
+        synthetic study's pretraining, `vireid export-backbone`)."""
+        out: dict[str, torch.Tensor] = {}
+        for part in (self.front, self.shared_back):
+            out.update({k: v.detach().clone() for k, v in part.state_dict().items()})
+        return out
+
     # -- losses -------------------------------------------------------------------------------
     def loss(self, outputs: dict[str, torch.Tensor], labels: torch.Tensor,
              modality: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -92,13 +92,16 @@ def dvc_stages() -> list:
         return list(repo.index.stages)
 
 
-def stage_args(stage):
-    """The parsed `vireid ...` command line of a resolved stage."""
+def stage_commands(stage) -> list:
+    """The parsed `vireid ...` command lines of a resolved stage (`a && b` is two)."""
     from vireid.harness.cli import build_parser
 
-    words = stage.cmd.split()
-    assert words[0] == "vireid", f"{stage.addressing}: command does not start with vireid: {stage.cmd}"
-    return build_parser().parse_args(words[1:])
+    commands = []
+    for text in stage.cmd.split("&&"):
+        words = text.split()
+        assert words[0] == "vireid", f"{stage.addressing}: command does not start with vireid: {text}"
+        commands.append(build_parser().parse_args(words[1:]))
+    return commands
 
 
 def stage_deps(stage) -> list[str]:
@@ -134,8 +137,11 @@ def copy_with_fake_outputs(dest: Path) -> None:
 def stage_code(stage) -> set[Path]:
     """The project files a stage's command can import: the CLI, the command module's
     module-level imports, its `register` and the handler the command line dispatches to."""
-    handler = stage_args(stage).handler
-    return import_closure(*CLI_MODULES, entry=(handler.__module__, ("register", handler.__name__)))
+    files: set[Path] = set()
+    for args in stage_commands(stage):
+        handler = args.handler
+        files |= import_closure(*CLI_MODULES, entry=(handler.__module__, ("register", handler.__name__)))
+    return files
 
 
 def uncovered(files: set[Path], deps: list[str]) -> list[str]:

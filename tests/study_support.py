@@ -23,6 +23,7 @@ def tiny_overrides(prepared: Path, tracking_uri: str | None = None, **extra) -> 
         "data.image_width": 16,
         "data.cache_workers": 1,
         "model.backbone": "tiny",
+        "model.weights": "none",
         "train.epochs": 2,
         "train.p": 4,
         "train.k": 4,

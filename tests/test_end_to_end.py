@@ -35,8 +35,11 @@ def study(tmp_path_factory) -> Path:
         run = f"runs/synth-sysu/idkl/seed{seed}"
         vireid(work, "train", "--no-progress", "--data", "synth-sysu", "-e", "idkl", *sets, "--set",
                f"train.seed={seed}", "--run-dir", run, "--resume-partial")
-        vireid(work, "evaluate", "--data", "synth-sysu", *sets, "--run-dir", run,
-               "--out", f"results/metrics/synth-sysu/idkl/seed{seed}/metrics.json")
+    # the pipeline's evaluate stage: every run of the study (here idkl x 2 seeds) in one process
+    study_sets = ["--set", "study.variants=[idkl]", "--set", "study.datasets=[synth-sysu]",
+                  "--set", f"study.seeds={list(SEEDS)}"]
+    vireid(work, "evaluate-study", *sets, *study_sets, "--runs", "runs", "--out", "results/metrics",
+           "--summary", "results/summary.json", "--cmc", "results/cmc", "--jobs", "2")
     vireid(work, "study-metrics", "--metrics", "results/metrics", "--out", "metrics/study.json", "--runs", "runs",
            "--curves", "metrics/curves")
     vireid(work, "report", "--runs", "results/metrics", "--out", "report", "--no-published")
@@ -98,3 +101,16 @@ def test_dvc_metrics_show_and_plots_show_read_the_study_files(study, tmp_path):
     plots = subprocess.run([dvc, "plots", "show", "--json", "metrics/curves"], cwd=tmp_path, capture_output=True,
                            text=True, check=True)
     assert "metrics/curves/synth-sysu/idkl.csv" in plots.stdout and "val_mAP" in plots.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_study_writes_for_each_run_what_evaluate_writes_for_one(study):
+    sets = [a for item in tiny_overrides(Path("prepared")) for a in ("--set", item)]
+    vireid(study, "evaluate", "--data", "synth-sysu", *sets, "--run-dir", "runs/synth-sysu/idkl/seed1",
+           "--out", "single/metrics.json", "--cmc", "single/cmc.csv")
+    assert (json.loads((study / "single/metrics.json").read_text())
+            == json.loads((study / "results/metrics/synth-sysu/idkl/seed1/metrics.json").read_text()))
+    assert (study / "single/cmc.csv").read_bytes() == (study / "results/cmc/synth-sysu/idkl-seed1.csv").read_bytes()
+    summary = json.loads((study / "results/summary.json").read_text())
+    assert set(summary["synth-sysu"]["idkl"]) == {"seed0", "seed1"}
+    assert "sysu/all/single" in summary["synth-sysu"]["idkl"]["seed0"]

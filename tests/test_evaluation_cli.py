@@ -180,3 +180,11 @@ def test_save_load_round_trip(tmp_path):
     with pytest.raises(FeaturesFileError, match="missing"):
         save_features(tmp_path / "g.npz", {"query_feats": arrays["query_feats"]})
     assert not (tmp_path / "g.npz").exists()
+
+
+def test_evaluate_study_names_a_run_folder_that_was_not_trained(tmp_path, capsys):
+    assert main(["evaluate-study", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                 "--set", "study.variants=[baseline]", "--set", "study.seeds=[4]"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "runs" / "synth-sysu" / "baseline" / "seed4") in err and "train them first" in err
+    assert not (tmp_path / "out").exists()

@@ -86,11 +86,12 @@ def test_agw_resnet50_parameters_receiving_gradients():
 
 
 def test_model_options_from_params_reach_the_model():
-    params = load_params(experiment="agw", overrides=["model.options.non_local_width=half",
+    params = load_params(experiment="agw", overrides=["model.options.non_local_width=half", "model.weights=none",
                                                       "model.options.non_local=[0,1,1,0]"])
     model = build_method(params, 5)
     assert [[b.inter_channels for b in stage] for stage in model.non_local] == [[], [16], [32], []]
-    idkl = build_method(load_params(experiment="idkl", overrides=["model.options.discriminator_dropout=0.0"]), 5)
+    idkl = build_method(load_params(experiment="idkl", overrides=["model.options.discriminator_dropout=0.0",
+                                                                  "model.weights=none"]), 5)
     assert idkl.modality_head.dropout == 0.0 == idkl.pseudo_modality_head.dropout
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_support import REPO, dvc_stages, import_closure, stage_args, stage_code, stage_deps, uncovered
+from pipeline_support import REPO, dvc_stages, import_closure, stage_code, stage_commands, stage_deps, uncovered
 
 STAGES = dvc_stages()
 IDS = [s.addressing for s in STAGES]
@@ -29,16 +29,16 @@ def test_no_stage_depends_on_code_it_never_imports(stage):
 
 
 # stages that resolve overlays (`vireid report` reads only params.yaml's report block, which `params:` covers)
-WITH_PARAMS = [s for s in STAGES if hasattr(stage_args(s), "overrides") and hasattr(stage_args(s), "data")]
+WITH_PARAMS = [(s, args) for s in STAGES for args in stage_commands(s)
+               if hasattr(args, "overrides") and hasattr(args, "data")]
 
 
-@pytest.mark.parametrize("stage", WITH_PARAMS, ids=[s.addressing for s in WITH_PARAMS])
-def test_every_overlay_a_stage_reads_is_a_dependency(stage, monkeypatch):
+@pytest.mark.parametrize("stage, args", WITH_PARAMS, ids=[f"{s.addressing}-{a.command}" for s, a in WITH_PARAMS])
+def test_every_overlay_a_stage_reads_is_a_dependency(stage, args, monkeypatch):
     """The YAML files that resolving the stage's parameters reads (experiment and dataset
     overlays; a tuning trial's experiment) are deps, or params.yaml, which `params:` covers."""
     from vireid.harness import config
 
-    args = stage_args(stage)
     read: list[Path] = []
     original = config.read_yaml
     monkeypatch.setattr(config, "read_yaml", lambda path: read.append(Path(path).resolve()) or original(path))
@@ -64,10 +64,10 @@ def test_every_training_module_is_a_dependency_of_every_train_stage():
 
 
 def test_evaluate_depends_on_the_runner_it_imports():
-    evaluate = [s for s in STAGES if s.addressing.startswith("evaluate@")]
+    evaluate = [s for s in STAGES if s.addressing == "evaluate"]
     assert evaluate and all(REPO / "harness/runner.py" in stage_code(s) for s in evaluate)
-    assert all(uncovered({REPO / "harness/runner.py", REPO / "harness/commands/evaluate.py"}, stage_deps(s)) == []
-               for s in evaluate)
+    code = {REPO / "harness/runner.py", REPO / "harness/commands/evaluate.py", REPO / "harness/commands/evaluate_study.py"}
+    assert all(uncovered(code, stage_deps(s)) == [] for s in evaluate)
 
 
 def dvc_status(folder: Path) -> dict:
@@ -88,7 +88,7 @@ def test_editing_a_module_that_training_imports_makes_dvc_status_list_the_train_
     copy_with_fake_outputs(tmp_path)
     assert dvc_status(tmp_path) == {}
     train = {s.addressing for s in STAGES if s.addressing.startswith("train@")}
-    evaluate = {s.addressing for s in STAGES if s.addressing.startswith("evaluate@")}
+    evaluate = {"evaluate"}
     for rel, expected in (("datasets/samplers.py", train | evaluate), ("harness/hooks.py", train | evaluate),
                           ("harness/commands/evaluate.py", evaluate)):
         path = tmp_path / rel

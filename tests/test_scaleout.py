@@ -43,8 +43,11 @@ def test_train_matrix_two_at_a_time_through_dvc(prepared_tiny, tmp_path, monkeyp
     pipeline_repo(repo, prepared_tiny)
     assert matrix_stages("train", repo) == (["train@1", "train@2"], ["ready"])
     runs = repro_matrix("train", jobs=2, repo_root=repo)
-    assert [(r.stage, r.returncode) for r in runs] == [("train@1", 0), ("train@2", 0)]
-    assert max(r.started for r in runs) < min(r.finished for r in runs)  # they ran side by side
+    assert [(r.stage, r.returncode) for r in runs][0] == ("ready", 0)  # what the matrix depends on runs first
+    train = sorted((r for r in runs if r.stage != "ready"), key=lambda r: r.stage)
+    assert [(r.stage, r.returncode) for r in train] == [("train@1", 0), ("train@2", 0)]
+    assert runs[0].finished <= min(r.started for r in train)
+    assert max(r.started for r in train) < min(r.finished for r in train)  # they ran side by side
     for seed in (1, 2):
         assert (repo / "runs" / f"seed{seed}" / "metrics.json").is_file()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -67,7 +70,7 @@ def test_unknown_stage_names_the_pipeline_file(tmp_path):
         matrix_stages("nope", REPO)
     members, upstream = matrix_stages("train", REPO)
     assert members and all(m.startswith("train@") for m in members)
-    assert upstream and all(u.startswith("prepare@") for u in upstream)
+    assert upstream and all(u.startswith("prepare@") or u == "pretrain" for u in upstream)
 
 
 def test_devices_and_jobs_must_agree():
@@ -76,3 +79,28 @@ def test_devices_and_jobs_must_agree():
 
     with pytest.raises(ConfigError, match="one device per job"):
         repro_matrix("train", jobs=3, devices=["0", "1"])
+
+
+def test_a_failed_stage_stops_only_what_depends_on_it(tmp_path):
+    """Independent stages start together; a failure skips its dependents and nothing else."""
+    from vireid.harness.scaleout import repro_matrix, stage_plan
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    dvc(repo, "init", "-q")
+    stages = {
+        "broken": {"cmd": "exit 3", "outs": ["broken.txt"]},
+        "fine": {"cmd": "echo fine > fine.txt", "outs": ["fine.txt"]},
+        "after": {"matrix": {"n": [1, 2]}, "cmd": "cp broken.txt after${item.n}.txt", "deps": ["broken.txt"],
+                  "outs": ["after${item.n}.txt"]},
+    }
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    plan = {name: (deps, member) for name, deps, member in stage_plan(["after", "fine"], repo)}
+    assert plan == {"broken": (set(), False), "fine": (set(), True), "after@1": ({"broken"}, True),
+                    "after@2": ({"broken"}, True)}
+    runs = {r.stage: r for r in repro_matrix(["after", "fine"], jobs=2, repo_root=repo)}
+    assert runs["broken"].returncode != 0 and not runs["broken"].skipped
+    assert runs["fine"].returncode == 0 and (repo / "fine.txt").is_file()
+    assert runs["after@1"].skipped and runs["after@2"].skipped
+    assert runs["broken"].started < runs["fine"].finished and runs["fine"].started < runs["broken"].finished

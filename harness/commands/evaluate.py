@@ -4,11 +4,13 @@ Reads `<run-dir>/features.npz` and `<run-dir>/metrics.json`; writes the full res
 (the report's input), a flat summary for `dvc metrics`, and a CMC CSV for `dvc plots`.
 A folder written by `vireid import-checkpoint` holds weights only: its test features are
 extracted here, on the dataset of this command's params (`--data`), under that dataset's protocols.
+`vireid evaluate-study` (harness/commands/evaluate_study.py) does the same for every run of the study.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from vireid.harness.commands.common import add_command, add_params_args, resolve
 
@@ -38,14 +40,13 @@ def read_trained(path: Path) -> dict:
     return MetricsFile.read(path, require_results=True).to_dict()
 
 
-def run(args: argparse.Namespace) -> int:
+def evaluate_run(params, run_dir: str | Path) -> dict[str, Any]:
+    """{"run": run info, "results": every protocol x eval.rerank_modes} of one run folder."""
     from vireid.harness.evaluation.features_file import load_features
     from vireid.harness.imported_run import is_imported, score_arrays
-    from vireid.harness.io import atomic_write_json, atomic_write_text
-    from vireid.harness.runner import cmc_table, evaluate_arrays
+    from vireid.harness.runner import evaluate_arrays
 
-    params = resolve(args)
-    run_dir = Path(args.run_dir)
+    run_dir = Path(run_dir)
     metrics_path = run_dir / "metrics.json"
     if is_imported(run_dir) and not metrics_path.is_file():
         arrays, run_info, fingerprint = score_arrays(run_dir, params)
@@ -60,15 +61,29 @@ def run(args: argparse.Namespace) -> int:
     for rerank in params.eval.rerank_modes:
         results += evaluate_arrays(arrays, protocols or params.protocols(), Path(params.data.root), rerank,
                                    params.eval.rerank_params, fingerprint, params.eval.trials)
-    atomic_write_json(args.out, {"run": run_info, "results": results})
-    if args.summary:
-        from vireid.harness.study_metrics import summary_of
+    return {"run": run_info, "results": results}
 
-        atomic_write_json(args.summary, summary_of(results))
-    if args.cmc:
-        atomic_write_text(args.cmc, cmc_table(results))
+
+def write_outputs(metrics: dict[str, Any], out: str | Path, cmc: str | Path | None = None) -> None:
+    """The report's metrics JSON and, optionally, the CMC CSV of `dvc plots`."""
+    from vireid.harness.io import atomic_write_json, atomic_write_text
+    from vireid.harness.runner import cmc_table
+
+    atomic_write_json(out, metrics)
+    if cmc:
+        atomic_write_text(cmc, cmc_table(metrics["results"]))
+
+
+def run(args: argparse.Namespace) -> int:
     from vireid.harness.evaluation.evaluate import format_results
 
-    print(format_results(results), end="")
+    metrics = evaluate_run(resolve(args), args.run_dir)
+    write_outputs(metrics, args.out, args.cmc)
+    if args.summary:
+        from vireid.harness.io import atomic_write_json
+        from vireid.harness.study_metrics import summary_of
+
+        atomic_write_json(args.summary, summary_of(metrics["results"]))
+    print(format_results(metrics["results"]), end="")
     print(f"wrote {args.out}")
     return 0

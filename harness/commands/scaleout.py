@@ -1,4 +1,4 @@
-"""`vireid repro-matrix`: the stages of one DVC matrix (the study's training runs) N at a time."""
+"""`vireid repro-matrix`: the stages of DVC matrices (the study's training runs) N at a time."""
 from __future__ import annotations
 
 import argparse
@@ -7,15 +7,19 @@ from vireid.harness.commands.common import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = add_command(subparsers, "repro-matrix", "run one DVC matrix stage's entries N at a time (dvc repro each)",
-                    "Bring what the stage depends on up to date (dvc repro), then run `dvc repro --single-item` "
-                    "for every entry of the matrix stage (train -> train@...), --jobs at a time, one per device "
-                    "with --devices. DVC decides what is stale and records each entry in dvc.lock; run `dvc "
-                    "repro` afterwards for the stages downstream (docs/distributed.md).",
-                    ["vireid repro-matrix train --jobs 2 && dvc repro",
+    p = add_command(subparsers, "repro-matrix", "run DVC matrix stages' entries N at a time (dvc repro each)",
+                    "Run `dvc repro --single-item` for every entry of the given stages (train -> train@...) and "
+                    "every stage they depend on, --jobs at a time (one per device with --devices); a stage starts "
+                    "once those it depends on have succeeded. DVC decides what is stale and records each entry "
+                    "in dvc.lock; run `dvc repro` afterwards for the stages downstream (docs/distributed.md).",
+                    ["vireid repro-matrix                # the whole pipeline, study.jobs stages at a time",
+                     "vireid repro-matrix train --jobs 2 && dvc repro",
+                     "vireid repro-matrix train audit    # the audit beside the training runs",
                      "vireid repro-matrix train --devices 0,1,2,3",
                      "vireid repro-matrix train --list > stages.txt   # one stage per line, e.g. for a Slurm array"])
-    p.add_argument("stage", help="a stage of dvc.yaml; a matrix stage runs all its entries (e.g. train, evaluate)")
+    p.add_argument("stage", nargs="*",
+                   help="stages of dvc.yaml; a matrix stage runs all its entries (e.g. train, audit); "
+                        "none: every stage of the pipeline (make study)")
     p.add_argument("--jobs", "-j", type=int, default=None,
                    help="entries at a time (default: study.jobs of params.yaml, or one per device)")
     p.add_argument("--params", default=None, help="parameter file for study.jobs (default: params.yaml)")
@@ -28,8 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from vireid.harness.scaleout import StageError, matrix_stages, repro_matrix
 
+    log = logging.getLogger("vireid.scaleout")
     if args.list:
         members, upstream = matrix_stages(args.stage)
         for name in members:
@@ -44,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
 
         jobs = load_params(args.params).study.jobs
     runs = repro_matrix(args.stage, jobs, devices)
-    failed = [r.stage for r in runs if r.returncode]
+    failed = [r.stage for r in runs if r.returncode and not r.skipped]
+    skipped = [r.stage for r in runs if r.skipped]
+    if skipped:
+        log.warning("%d stages not run because a stage they depend on failed: %s", len(skipped), ", ".join(skipped))
     if failed:
         raise StageError(f"{len(failed)} of {len(runs)} stages failed: {', '.join(failed)} (their output is above); "
-                         "the others are recorded in dvc.lock")
+                         "the stages that succeeded are recorded in dvc.lock")
     return 0
