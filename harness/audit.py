@@ -7,6 +7,9 @@
   zero-mean, unit-norm), cross-modal under the dataset's single-shot test protocols;
 * a linear cross-modal matcher: ridge regression from infrared to visible gradient features,
   fitted in closed form on the training identities' per-identity means;
+* with ``backbone`` (the runs' ``model.weights``: the synthetic study's pretrained tiny ResNet,
+  or ImageNet weights), nearest neighbours on its GeM-pooled features with no training on this
+  dataset: what fine-tuning and the method add over the starting point;
 * same-modality retrieval with the gradient matcher (visible -> visible and infrared -> infrared,
   across cameras where a modality has several), to show how large the modality gap is;
 * for synthetic data only, a cue-shuffle table: the infrared queries re-rendered with one cue
@@ -165,8 +168,37 @@ def _synthetic_shuffle(root: Path, tables, protocol: str, cache_size: tuple[int,
     return out
 
 
-def audit(data, protocols: list[str]) -> dict[str, Any]:
-    """The audit of the prepared dataset ``data`` (:class:`vireid.harness.data.PreparedData`)."""
+def backbone_features(data, rows: np.ndarray, weights: str, arch: str, last_stride: int,
+                      batch_size: int = 256) -> np.ndarray:
+    """GeM-pooled layer4 features of a backbone loaded from `weights` (no training here), for the
+    cached images `rows` at the cache's size, normalised as at test time."""
+    import torch
+
+    from vireid.datasets.transforms import EvalTransform
+    from vireid.harness.data import extract_features
+    from vireid.methods.backbones import build_resnet, load_weights
+    from vireid.methods.layers import GeM
+
+    state, source = load_weights(arch, weights)
+
+    class Extractor(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.pool = build_resnet(arch, state, last_stride, source), GeM()
+
+        def extract(self, images, modality=None):
+            n = self.net
+            x = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(images)))))
+            return self.pool(n.layer4(n.layer3(n.layer2(x))))
+
+    device = torch.device("cpu")
+    with torch.no_grad():
+        return extract_features(Extractor(), data, rows, batch_size, EvalTransform(), device)
+
+
+def audit(data, protocols: list[str], backbone: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The audit of the prepared dataset ``data`` (:class:`vireid.harness.data.PreparedData`);
+    ``backbone``: {"weights", "arch", "last_stride"} of a starting point to measure as well."""
     from vireid.datasets.schema import INFRARED, VISIBLE
 
     rec = data.records
@@ -193,6 +225,9 @@ def audit(data, protocols: list[str]) -> dict[str, Any]:
         "gradient": {"query": gradient_features(q_images), "gallery": gradient_features(tables["gallery_images"])},
     }
     feats["linear"] = {"query": _unit(feats["gradient"]["query"] @ ridge), "gallery": feats["gradient"]["gallery"]}
+    if backbone is not None:
+        feats["pretrained"] = {side: backbone_features(data, t["rows"], **backbone) for side, t in (("query", q),
+                                                                                                    ("gallery", g))}
     cross: dict[str, dict[str, dict[str, float]]] = {}
     for protocol in single:
         cross[protocol] = {"chance": _chance(tables, protocol, data.root)}
@@ -208,6 +243,8 @@ def audit(data, protocols: list[str]) -> dict[str, Any]:
         "queries": len(q["ids"]), "gallery_images": len(g["ids"]), "chance_r1_single_gallery": round(100 / n_ids, 2),
         "match_size": list(MATCH_SIZE), "cross_modal": cross, "same_modality_gradient": same,
     }
+    if backbone is not None:
+        out["backbone"] = {"weights": str(backbone["weights"]), "arch": backbone["arch"]}
     if single:
         shuffle = _synthetic_shuffle(Path(data.root), tables, single[0], images.shape[1:3], ridge)
         if shuffle is not None:

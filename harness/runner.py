@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,8 +139,12 @@ def run_training(params: Params, run_dir: str | Path, resume: bool | str = False
                  extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train, select, test and write every output of one run. Returns the metrics dict.
 
-    `resume`: False (the folder must be empty), True (continue its checkpoint) or "partial"
-    (continue an unfinished run of the same settings, else start over): `harness/run_folder.py`.
+    The named steps, each usable alone: `build` (data, model, optimiser, trainer, resumed
+    state), `fit` (train, select the epoch), `run_test` (test features, every protocol) and
+    `write` (the run folder and its MLflow artifacts); `vireid evaluate` reuses `run_test`'s parts
+    (extract_test_arrays, evaluate_arrays) on an imported checkpoint. `resume`: False (the folder must be empty), True (continue its
+    checkpoint) or "partial" (continue an unfinished run of the same settings, else start over):
+    `harness/run_folder.py`.
     """
     from vireid.harness import run_folder
 
@@ -148,15 +153,29 @@ def run_training(params: Params, run_dir: str | Path, resume: bool | str = False
         return _train(params, run_dir, resume, report, progress, mlflow_parent, run_name, extra_tags)
 
 
-def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[float, int], None] | None,
-           progress: bool, mlflow_parent: str | None, run_name: str | None,
-           extra_tags: dict[str, str] | None) -> dict[str, Any]:
+@dataclass
+class TrainingRun:
+    """What `build` makes of the params, for `fit`, `run_test` and `write`."""
+    params: Params
+    run_dir: Path
+    data: Any                    # harness.data.PreparedData
+    core: torch.nn.Module        # the model itself (the DDP-wrapped or compiled one is trainer.model)
+    trainer: Any                 # harness.trainer.Trainer
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    eval_transform: torch.nn.Module
+    is_main: bool
+    code: str                    # digest of the code (run_folder.code_digest)
+
+
+def build(params: Params, run_dir: Path, resume: bool | str = False,
+          report: Callable[[float, int], None] | None = None, progress: bool = True,
+          mlflow_hook: bool = False) -> TrainingRun:
+    """Data, sampler, augmentation, model, optimiser, scheduler, hooks and trainer of one run;
+    the checkpoint loaded when `resume` says so (run_folder.plan); params.yaml written."""
     from vireid.datasets.samplers import ModalityBalancedIdentitySampler
     from vireid.datasets.transforms import EvalTransform, TrainAugment
-    from vireid.harness import tracking
     from vireid.harness.data import TrainBatches, load_prepared, split_identities
-    from vireid.harness.evaluation.features_file import save_features
-    from vireid.harness.evaluation.results import RunInfo
     from vireid.harness.hooks import CheckpointHook, HistoryHook, MLflowHook, ProgressHook, ValidationHook
     from vireid.harness.run_folder import code_digest, plan
     from vireid.harness.trainer import Trainer, build_optimizer, build_scheduler, resolve_amp
@@ -169,9 +188,6 @@ def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
     device = resolve_device(cfg.device)
-    use_mlflow = params.tracking.enabled and is_main
-    if use_mlflow:
-        experiment_id = tracking.connect(params.tracking.uri, params.tracking.experiment)
 
     data = load_prepared(params.data)
     train_idx, val_idx = split_identities(data.records, cfg.val_fraction)
@@ -213,7 +229,7 @@ def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[
     hooks.append(ProgressHook(bar=progress and is_main))  # after validation: its metrics are on the line
     if is_main:
         hooks += [HistoryHook(run_dir / "history.csv"), CheckpointHook(run_dir / CHECKPOINT, cfg.checkpoint_every)]
-        if use_mlflow:
+        if mlflow_hook:
             hooks.append(MLflowHook())
     code = code_digest()
     meta = {"method": params.model.method, "num_classes": batches.num_classes, "params": params.to_dict(),
@@ -232,7 +248,78 @@ def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         dump_params(params, run_dir / "params.yaml")
+    return TrainingRun(params, run_dir, data, core, trainer, device, amp_dtype, eval_transform, is_main, code)
 
+
+def fit(run: TrainingRun) -> float:
+    """Train the remaining epochs and load the selected epoch's weights; returns the seconds."""
+    started = time.perf_counter()
+    run.trainer.train()
+    if run.params.train.select == "best" and run.trainer.best_state is not None:
+        run.core.load_state_dict(run.trainer.best_state)
+    return time.perf_counter() - started
+
+
+def run_test(run: TrainingRun) -> tuple[dict[str, np.ndarray] | None, list[dict[str, Any]]]:
+    """The test protocols, once, at the end: (features arrays, results) on rank 0, (None, []) on
+    the others (features are gathered to rank 0)."""
+    params = run.params
+    arrays = extract_test_arrays(run.core, run.data, params.train.eval_batch_size, run.eval_transform, run.device,
+                                 run.amp_dtype)
+    if arrays is None:
+        return None, []
+    return arrays, evaluate_arrays(arrays, params.protocols(), run.data.root, params.eval.rerank,
+                                   params.eval.rerank_params, run.data.fingerprint, params.eval.trials)
+
+
+def write(run: TrainingRun, arrays: dict[str, np.ndarray], results: list[dict[str, Any]], train_seconds: float,
+          mlflow_run_id: str | None = None) -> dict[str, Any]:
+    """features.npz, metrics.json, run.local.json and cmc.csv in the run folder (rank 0); with
+    `mlflow_run_id`, the result metrics and the folder's files logged to that active MLflow run."""
+    from vireid.harness import tracking
+    from vireid.harness.evaluation.features_file import save_features
+    from vireid.harness.evaluation.results import RunInfo
+
+    params, cfg, trainer, run_dir = run.params, run.params.train, run.trainer, run.run_dir
+    save_features(run_dir / "features.npz", arrays)
+    run_info = RunInfo(
+        variant=params.experiment.name, variant_label=params.experiment.label or params.experiment.name,
+        ablation_order=params.experiment.ablation_order, method=params.model.method,
+        dataset=params.data.name, dataset_label=params.data.label, seed=cfg.seed, params=params.flat(),
+        selected_epoch=trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
+        best_validation=trainer.best)
+    # What differs between two runs of the same code and settings (ids, the commit, wall-clock)
+    # goes to run.local.json, which DVC ignores, so a DVC output has the same bytes in any clone.
+    local = {"mlflow_run_id": mlflow_run_id, "git_commit": tracking.git_commit(),
+             "train_seconds": round(train_seconds, 2), "epochs": trainer.timing}
+    metrics = {"run": run_info.to_dict(), "results": results}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    atomic_write_json(run_dir / LOCAL_INFO, local)
+    atomic_write_text(run_dir / "cmc.csv", cmc_table(results))
+    if mlflow_run_id is not None:
+        import mlflow
+
+        tracking.log_result_metrics(results)
+        mlflow.log_metric("train_seconds", train_seconds)
+        names = ["params.yaml", "history.csv", "metrics.json", LOCAL_INFO, "cmc.csv"]
+        names += [CHECKPOINT, "features.npz"] if params.tracking.log_checkpoint else []
+        for name in names:
+            mlflow.log_artifact(str(run_dir / name))
+        plot = plot_cmc(results, run_dir / "cmc.png")
+        if plot:
+            mlflow.log_artifact(str(plot))
+    return metrics
+
+
+def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[float, int], None] | None,
+           progress: bool, mlflow_parent: str | None, run_name: str | None,
+           extra_tags: dict[str, str] | None) -> dict[str, Any]:
+    from vireid.harness import tracking
+
+    use_mlflow = params.tracking.enabled and dist.rank() == 0
+    if use_mlflow:
+        experiment_id = tracking.connect(params.tracking.uri, params.tracking.experiment)
+    run = build(params, run_dir, resume, report, progress, mlflow_hook=use_mlflow)
     mlflow_run = contextlib.nullcontext()
     store_errors = tracking.store_errors(params.tracking.uri) if use_mlflow else contextlib.nullcontext()
     if use_mlflow:
@@ -240,50 +327,15 @@ def _train(params: Params, run_dir: Path, resume: bool | str, report: Callable[[
         if mlflow_parent:
             tags["mlflow.parentRunId"] = mlflow_parent
         mlflow_run = tracking.training_run(experiment_id, params, run_name or tracking.run_name(params), tags)
-    started = time.perf_counter()
     with store_errors, mlflow_run as active, tracking.closed_as_killed(use_mlflow):
         if use_mlflow:
             tracking.log_params_flat(params.flat())
-            tracking.log_dataset(params.data.name, params.data.prepared_dir, data.fingerprint)
-        trainer.train()
-        train_seconds = time.perf_counter() - started
-        if cfg.select == "best" and trainer.best_state is not None:
-            core.load_state_dict(trainer.best_state)
-
-        # Test protocols, once, at the end. Features are gathered to rank 0.
-        arrays = extract_test_arrays(core, data, cfg.eval_batch_size, eval_transform, device, amp_dtype)
-        if not is_main:
+            tracking.log_dataset(params.data.name, params.data.prepared_dir, run.data.fingerprint)
+        train_seconds = fit(run)
+        arrays, results = run_test(run)
+        if not run.is_main:
             return {}
-        save_features(run_dir / "features.npz", arrays)
-        results = evaluate_arrays(arrays, params.protocols(), data.root, params.eval.rerank,
-                                  params.eval.rerank_params, data.fingerprint, params.eval.trials)
-        run_info = RunInfo(
-            variant=params.experiment.name, variant_label=params.experiment.label or params.experiment.name,
-            ablation_order=params.experiment.ablation_order, method=params.model.method,
-            dataset=params.data.name, dataset_label=params.data.label, seed=cfg.seed, params=params.flat(),
-            selected_epoch=trainer.best["epoch"] if cfg.select == "best" and trainer.best else cfg.epochs,
-            best_validation=trainer.best)
-        # What differs between two runs of the same code and settings (ids, the commit, wall-clock)
-        # goes to run.local.json, which DVC ignores, so a DVC output has the same bytes in any clone.
-        local = {"mlflow_run_id": active.info.run_id if use_mlflow else None, "git_commit": tracking.git_commit(),
-                 "train_seconds": round(train_seconds, 2), "epochs": trainer.timing}
-        metrics = {"run": run_info.to_dict(), "results": results}
-        atomic_write_json(run_dir / "metrics.json", metrics)
-        atomic_write_json(run_dir / LOCAL_INFO, local)
-        atomic_write_text(run_dir / "cmc.csv", cmc_table(results))
-        if use_mlflow:
-            import mlflow
-
-            tracking.log_result_metrics(results)
-            mlflow.log_metric("train_seconds", train_seconds)
-            names = ["params.yaml", "history.csv", "metrics.json", LOCAL_INFO, "cmc.csv"]
-            names += [CHECKPOINT, "features.npz"] if params.tracking.log_checkpoint else []
-            for name in names:
-                mlflow.log_artifact(str(run_dir / name))
-            plot = plot_cmc(results, run_dir / "cmc.png")
-            if plot:
-                mlflow.log_artifact(str(plot))
-    return metrics
+        return write(run, arrays, results, train_seconds, active.info.run_id if use_mlflow else None)
 
 
 def plot_cmc(results: list[dict[str, Any]], path: Path) -> Path | None:

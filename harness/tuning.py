@@ -89,10 +89,13 @@ def open_storage(cfg: TuneConfig):
         return make_storage(cfg.storage, cfg.heartbeat_interval, cfg.grace_period)
 
 
-def load_study(cfg: TuneConfig, study_name: str | None = None, storage=None):
+def load_study(cfg: TuneConfig, study_name: str | None = None, storage=None, worker_index: int = 0):
+    """The study with its sampler and pruner. Worker i samples with seed tune.seed + i: workers
+    with one seed would draw the same parameters at the same moment (the same random start-up
+    trials, the same TPE suggestion from the same finished trials)."""
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(cfg.n_startup_trials, 1))
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed + worker_index, n_startup_trials=max(cfg.n_startup_trials, 1))
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials, n_warmup_steps=cfg.n_warmup_steps)
               if cfg.pruner == "median" else optuna.pruners.NopPruner())
     with storage_errors(cfg):
@@ -257,8 +260,9 @@ def finished_trials(study) -> int:
 
 def worker(params_path: str | None, overrides: list[str], study_name: str, n_trials: int,
            timeout: float | None, out_dir: str, parent_run: str | None, dataset: str | None = None,
-           progress: bool = False) -> None:
-    """One worker process: run trials until the study holds `n_trials` finished trials."""
+           progress: bool = False, worker_index: int = 0) -> None:
+    """One worker process (the `worker_index`-th of a `vireid tune`): run trials until the study
+    holds `n_trials` finished trials."""
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -267,7 +271,7 @@ def worker(params_path: str | None, overrides: list[str], study_name: str, n_tri
 
     configure_logging()  # a spawned worker starts with a fresh logging set-up
     params = load_params(params_path, None, overrides, dataset)
-    study = load_study(params.tune, study_name)
+    study = load_study(params.tune, study_name, worker_index=worker_index)
     objective = Objective(params_path, overrides, Path(out_dir), parent_run, progress, dataset)
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     remaining = n_trials - finished_trials(study)
@@ -334,7 +338,7 @@ def run_study(params_path: str | None, overrides: list[str], study_name: str | N
         worker(*args, progress=progress)
     else:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=worker, args=args) for _ in range(jobs)]
+        procs = [ctx.Process(target=worker, args=args, kwargs={"worker_index": i}) for i in range(jobs)]
         for proc in procs:
             proc.start()
         for proc in procs:

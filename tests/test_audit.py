@@ -135,7 +135,7 @@ def test_report_shows_reference_points_next_to_trained_rows(tmp_path):
           if r["protocol"] == "sysu/all/single" and not r["rerank"]["enabled"]]
     label = next(m["run"]["variant_label"] for m in baseline if m["run"]["variant"] == "baseline")
     mean = sum(r1) / len(r1)
-    assert f"{label}: sysu/all/single R1 {mean:.1f} (n={len(r1)}) = {mean / 8.0:.1f}x the best reference" in md
+    assert f"{label}: sysu/all/single R1 {mean:.1f} (n={len(r1)}) = {mean / 8.0:.1f}x the best pixel" in md
 
 
 @pytest.mark.slow
@@ -148,3 +148,31 @@ def test_nir_luma_weight_brings_the_infrared_image_closer_to_the_visible_one(tmp
                          nir_luma_weight=w)
         found[w] = audit(data, ["sysu/all/single"])["cross_modal"]["sysu/all/single"]["pixels"]["mAP"]
     assert found[1.0] > found[0.0] + 3
+
+
+def test_the_runs_starting_backbone_is_a_reference_point_but_not_a_pixel_matcher(prepared_tiny, tmp_path):
+    """With model.weights set, the audit measures that backbone untrained on this dataset; the
+    report lists it, and "x the best pixel matcher" still compares with the pixel matchers."""
+    import torch
+
+    from vireid.harness.report.reference import best_matcher, reference_tables
+    from vireid.methods.backbones import TinyResNet
+
+    weights = tmp_path / "backbone.pth"
+    torch.manual_seed(0)
+    torch.save(TinyResNet().state_dict(), weights)
+    sets = [a for o in tiny_overrides(prepared_tiny, **{"model.weights": str(weights)}) for a in ("--set", o)]
+    assert main(["data", "audit", "--data", "synth-sysu", *sets, "--out", str(tmp_path / "audit")]) == 0
+    result = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    assert result["backbone"] == {"weights": str(weights), "arch": "tiny"}
+    for protocol, rows in result["cross_modal"].items():
+        assert 0 <= rows["pretrained"]["r1"] <= 100
+        rows["pretrained"]["r1"] = 100.0  # stronger than every pixel matcher
+        assert best_matcher(result, protocol)[0] in ("pixels", "gradient", "linear")
+    assert "| sysu/all/single | pretrained |" in (tmp_path / "audit" / "audit.md").read_text()
+    result["_path"] = "audit.json"
+    labels = [row[0].text for row in reference_tables(result)[0].rows]
+    assert "The runs' starting backbone, no fine-tuning (model.weights)" in labels
+    # the same weights give the same figures (the audit is a DVC stage)
+    assert main(["data", "audit", "--data", "synth-sysu", *sets, "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "audit.json").read_text() == (tmp_path / "audit" / "audit.json").read_text()

@@ -66,7 +66,7 @@ def test_every_training_module_is_a_dependency_of_every_train_stage():
 def test_evaluate_depends_on_the_runner_it_imports():
     evaluate = [s for s in STAGES if s.addressing == "evaluate"]
     assert evaluate and all(REPO / "harness/runner.py" in stage_code(s) for s in evaluate)
-    code = {REPO / "harness/runner.py", REPO / "harness/commands/evaluate.py", REPO / "harness/commands/evaluate_study.py"}
+    code = {REPO / f"harness/{name}.py" for name in ("runner", "commands/evaluate", "commands/evaluate_study")}
     assert all(uncovered(code, stage_deps(s)) == [] for s in evaluate)
 
 

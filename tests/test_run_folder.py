@@ -159,3 +159,20 @@ def test_the_train_stages_keep_a_killed_run_and_continue_it():
     for stage in train_stages:
         assert [out.persist for out in stage.outs] == [True], stage.addressing
         assert "--resume-partial" in stage.cmd.split(), stage.addressing
+
+
+def test_the_named_steps_compose_into_run_training(prepared_tiny, tmp_path):
+    """build -> fit -> run_test -> write, called one by one, writes what run_training writes."""
+    from vireid.harness import runner
+
+    whole = tmp_path / "whole"
+    train(prepared_tiny, whole, **DETERMINISTIC)
+    steps = tmp_path / "steps"
+    run = runner.build(params_for(prepared_tiny, **DETERMINISTIC), steps, progress=False)
+    assert run.trainer.epoch == 0 and (steps / "params.yaml").is_file()
+    seconds = runner.fit(run)
+    arrays, results = runner.run_test(run)
+    metrics = runner.write(run, arrays, results, seconds)
+    for name in ("metrics.json", "cmc.csv", "history.csv", "params.yaml"):
+        assert (steps / name).read_bytes() == (whole / name).read_bytes(), name
+    assert metrics["results"] == results and {r["protocol"] for r in results}

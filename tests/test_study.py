@@ -70,6 +70,9 @@ def test_two_workers_share_one_journal_study(prepared_tiny, tmp_path):
     finished = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(finished) >= 4 and len(trials) <= 5  # MaxTrialsCallback may let one extra start
     assert len({t.datetime_start for t in finished}) == len(finished)
+    # each worker samples with its own seed (tune.seed + worker index): the workers' first trials,
+    # drawn at the same moment, are not the same parameters
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(prepared_tiny, tmp_path):

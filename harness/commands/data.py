@@ -212,7 +212,15 @@ def run_audit(args: argparse.Namespace) -> int:
         print(f"wrote the audit region of {args.doc} from {Path(args.from_audit) / 'audit.md'}")
         return 0
     params = resolve(args)
-    result = audit(load_prepared(params.data), params.protocols())
+    backbone = None
+    if str(params.model.weights) not in ("none", ""):  # the runs' starting point, measured untrained
+        import torch
+
+        if params.train.threads:
+            torch.set_num_threads(params.train.threads)
+        backbone = {"weights": params.model.weights, "arch": params.model.backbone,
+                    "last_stride": params.model.last_stride}
+    result = audit(load_prepared(params.data), params.protocols(), backbone)
     out = Path(args.out or Path("reports") / "audit" / params.data.name)
     out.mkdir(parents=True, exist_ok=True)
     text = audit_markdown(result)

@@ -29,12 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "--cmc results/cmc",
                      "vireid evaluate-study --runs runs --out /tmp/metrics --jobs 1 --set eval.trials=[1,2]"])
     add_params_args(p, experiment=False, data=False)
-    p.add_argument("--runs", required=True, metavar="DIR", help="the train stages' folders <DIR>/<dataset>/<variant>/seed<n>")
-    p.add_argument("--out", required=True, metavar="DIR", help="where to write <dataset>/<variant>/seed<n>/metrics.json")
+    p.add_argument("--runs", required=True, metavar="DIR",
+                   help="the train stages' folders <DIR>/<dataset>/<variant>/seed<n>")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="where to write <dataset>/<variant>/seed<n>/metrics.json")
     p.add_argument("--summary", default=None, metavar="FILE", help="every run's headline numbers (dvc metrics)")
     p.add_argument("--cmc", default=None, metavar="DIR", help="where to write <dataset>/<variant>-seed<n>.csv")
     p.add_argument("--jobs", type=bounded_int(1, 256), default=None,
-                   help="runs scored at once, one CPU thread each (default: the CPU count); results do not depend on it")
+                   help="runs scored at once, one CPU thread each (default: the CPU count); "
+                        "results do not depend on it")
     p.set_defaults(handler=run)
 
 

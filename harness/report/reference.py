@@ -15,7 +15,10 @@ from vireid.harness.report.tables import Cell, Table
 
 MATCHER_LABELS = {"chance": "Chance (random features)", "pixels": "Nearest neighbour, grey pixels",
                   "gradient": "Nearest neighbour, gradient magnitude",
-                  "linear": "Linear cross-modal map (ridge, training ids)"}
+                  "linear": "Linear cross-modal map (ridge, training ids)",
+                  "pretrained": "The runs' starting backbone, no fine-tuning (model.weights)"}
+# The matchers a trained model's R1 is compared with ("x the best pixel matcher"): no learned features.
+PIXEL_MATCHERS = ("pixels", "gradient", "linear")
 GROUP_LABELS = {"none": "none (re-rendered as written)", "shared": "shared (shape, pattern, bag)",
                 "visible": "visible-only (colours)", "infrared": "infrared-only (NIR dyes / heat)"}
 
@@ -36,11 +39,12 @@ def load_audits(paths: list[str | Path]) -> list[dict[str, Any]]:
 
 
 def best_matcher(audit: dict[str, Any], protocol: str, metric: str = "r1") -> tuple[str, float] | None:
-    """The strongest non-learned-by-SGD reference (not chance) on ``protocol``."""
+    """The strongest pixel matcher (PIXEL_MATCHERS: nothing learned by SGD) on ``protocol``."""
     rows = audit["cross_modal"].get(protocol)
-    if not rows:
+    names = [k for k in PIXEL_MATCHERS if k in (rows or {})]
+    if not names:
         return None
-    name = max((k for k in rows if k != "chance"), key=lambda k: rows[k][metric])
+    name = max(names, key=lambda k: rows[k][metric])
     return name, float(rows[name][metric])
 
 
@@ -52,7 +56,7 @@ def reference_tables(audit: dict[str, Any]) -> list[Table]:
              f"{audit['match_size'][1]}; from `{audit['_path']}`"]
     protocols = list(audit["cross_modal"])
     rows = []
-    for matcher in MATCHER_LABELS:
+    for matcher in [m for m in MATCHER_LABELS if any(m in audit["cross_modal"][p] for p in protocols)]:
         row = [Cell(MATCHER_LABELS[matcher])]
         for p in protocols:
             m = audit["cross_modal"][p].get(matcher, {})

@@ -87,8 +87,9 @@ def _reference_points(runs: list[Run], audits: list[dict[str, Any]]) -> list:
         return []
     blocks: list = [Heading(3, "Reference points (dataset audit)"),
                     Para("What a model must beat, measured on the same test split by `vireid data audit`: "
-                         "chance, nearest-neighbour matchers and a closed-form linear map. Trained rows above "
-                         "are means over seeds.")]
+                         "chance, nearest-neighbour matchers on pixels, a closed-form linear map and, where the "
+                         "runs start from pretrained weights, that backbone before any fine-tuning. Trained rows "
+                         "above are means over seeds.")]
     for audit in audits:
         fp = audit.get("fingerprint", "")
         mine = [r for r in runs if r.kind == "trained" and any(res.get("dataset_fingerprint") == fp
@@ -106,8 +107,10 @@ def _reference_points(runs: list[Run], audits: list[dict[str, Any]]) -> list:
             for label, values in sorted(by_variant.items()):
                 mean = sum(values) / len(values)
                 ratio = f"{mean / best[1]:.1f}x" if best[1] > 0 else "n/a"
-                lines.append(f"{label}: {protocol} R1 {mean:.1f} (n={len(values)}) = {ratio} the best reference "
-                             f"matcher ({MATCHER_NAMES.get(best[0], best[0])}, {best[1]:.1f})")
+                start = audit["cross_modal"][protocol].get("pretrained")
+                versus = f"; its starting backbone alone: {start['r1']:.1f}" if start else ""
+                lines.append(f"{label}: {protocol} R1 {mean:.1f} (n={len(values)}) = {ratio} the best pixel "
+                             f"matcher ({MATCHER_NAMES.get(best[0], best[0])}, {best[1]:.1f}){versus}")
         blocks += [TableBlock(t) for t in reference_tables(audit)]
         if lines:
             blocks.append(Para("; ".join(lines) + "."))
