@@ -142,9 +142,9 @@ def run_training(params: Params, run_dir: str | Path, resume: bool | str = False
     The named steps, each usable alone: `build` (data, model, optimiser, trainer, resumed
     state), `fit` (train, select the epoch), `run_test` (test features, every protocol) and
     `write` (the run folder and its MLflow artifacts); `vireid evaluate` reuses `run_test`'s parts
-    (extract_test_arrays, evaluate_arrays) on an imported checkpoint. `resume`: False (the folder must be empty), True (continue its
-    checkpoint) or "partial" (continue an unfinished run of the same settings, else start over):
-    `harness/run_folder.py`.
+    (extract_test_arrays, evaluate_arrays) on an imported checkpoint. `resume`: False (the folder
+    must be empty), True (continue its checkpoint) or "partial" (continue an unfinished run of the
+    same settings, else start over): `harness/run_folder.py`.
     """
     from vireid.harness import run_folder
 
