@@ -37,9 +37,9 @@ readme: study
 	$(BIN)/vireid data audit --from-audit reports/audit/synth-sysu --doc docs/synthetic-dataset.md
 
 # `make test` leaves out the tests marked slow (end-to-end CLI runs, the DVC study, the wheel
-# install); `make test-all` and CI run every test.
+# install) and runs on 2 processes (pytest-xdist); `make test-all` and CI run every test, in one.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n 2
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -367,13 +367,39 @@ def apply_override(data: dict[str, Any], keys: list[str], value: Any, flag: str 
 DATASET_OVERLAY_KEYS = {"data", "model", "train", "eval"}
 
 
+SPLIT_SUFFIX = re.compile(r"^(?P<base>.+)-split(?P<split>[0-9]+)$")
+
+
+def overlay_base(name: str) -> str:
+    """The overlay file a dataset name reads: `regdb-split3` -> `regdb` (see dataset_overlay)."""
+    match = SPLIT_SUFFIX.match(name)
+    if match and not (EXPERIMENTS_DIR / "data" / f"{name}.yaml").is_file():
+        return match.group("base")
+    return name
+
+
 def dataset_overlay(name: str) -> dict[str, Any]:
-    """`experiments/data/<name>.yaml`: a `data:` block naming one dataset (+ its recipe)."""
-    path = EXPERIMENTS_DIR / "data" / f"{name}.yaml"
+    """`experiments/data/<name>.yaml`: a `data:` block naming one dataset (+ its recipe).
+
+    `<name>-split<N>` (e.g. `regdb-split3`) is `<name>`'s overlay on its official split N
+    (`data.regdb_split`), prepared in its own folder (`<prepared_dir>-split<N>`): one entry per
+    split in `study.datasets` runs the literature's RegDB protocol, one model per split, and the
+    report averages over the splits. The runs keep the dataset's own `data.name`."""
+    base = overlay_base(name)
+    path = EXPERIMENTS_DIR / "data" / f"{base}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in (EXPERIMENTS_DIR / "data").glob("*.yaml")))
-        raise ConfigError(f"unknown dataset {name!r}: no {path}; known datasets: {known}")
+        raise ConfigError(f"unknown dataset {name!r}: no {path}; known datasets: {known} "
+                          "(and <name>-split<N> for a dataset with official splits, e.g. regdb-split3)")
     overlay = read_yaml(path)
+    if base != name:
+        data = dict(overlay.get("data") or {})
+        if "regdb_split" not in data:
+            raise ConfigError(f"unknown dataset {name!r}: {path} has no official splits (data.regdb_split)")
+        split = int(SPLIT_SUFFIX.match(name).group("split"))
+        data["regdb_split"] = split
+        data["prepared_dir"] = f"{data['prepared_dir']}-split{split}"
+        overlay = {**overlay, "data": data}
     if "data" not in overlay or not set(overlay) <= DATASET_OVERLAY_KEYS:
         raise ConfigError(f"{path}: expected a 'data' block and optionally the dataset's recipe in "
                           f"{sorted(DATASET_OVERLAY_KEYS - {'data'})}; got {sorted(overlay)}")
@@ -426,8 +452,8 @@ def load_params(
         data = deep_merge(data, overlay)
         if overlay.get("experiment", {}).get("loss_base") == "method":
             data["loss"] = copy.deepcopy(overlay.get("loss") or {})
-        if dataset in recipes:
-            data = deep_merge(data, recipes[dataset])
+        if dataset and overlay_base(dataset) in recipes:
+            data = deep_merge(data, recipes[overlay_base(dataset)])
         data.setdefault("experiment", {})
         data["experiment"].setdefault("name", Path(path).stem)
     for text in overrides:

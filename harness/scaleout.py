@@ -117,7 +117,8 @@ def repro_matrix(groups: str | list[str], jobs: int | None = None, devices: list
     """Run the stages of `groups` and every stage they depend on, `jobs` at a time (or one per
     entry of `devices`, as CUDA_VISIBLE_DEVICES): a stage starts once the stages it depends on have
     succeeded, so independent upstream stages (a dataset's preparation, the pretraining) overlap as
-    well. A failed stage's dependents do not start (their StageRun says `skipped`); the others go on."""
+    well; among the stages ready to start, single stages go before matrix entries. A failed
+    stage's dependents do not start (their StageRun says `skipped`); the others go on."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     if devices:
@@ -148,7 +149,10 @@ def repro_matrix(groups: str | list[str], jobs: int | None = None, devices: list
                 failed.add(name)
                 now = time.time()
                 runs.append(StageRun(name, -1, now, now, skipped=True))
-            for name in [n for n, deps in pending.items() if deps <= done][:jobs - len(running)]:
+            # Single stages (a pretraining, a tuning study) before matrix entries: the many short
+            # entries then fill the slots around them instead of leaving one long stage for the end.
+            ready = sorted((n for n, deps in pending.items() if deps <= done), key=lambda n: "@" in n)
+            for name in ready[:jobs - len(running)]:
                 del pending[name]
                 running[pool.submit(run_stage, name, slots, cwd)] = name
             if not running:

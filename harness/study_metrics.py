@@ -52,24 +52,34 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def aggregate(metrics_dir: str | Path) -> dict[str, Any]:
-    """{dataset: {variant: {protocol: {metric: {mean, std, n}}}}} over the seeds."""
+    """{dataset: {variant: {protocol: {metric: {mean, std, n}}}}} over the seeds; on a dataset with
+    several official splits (RegDB's literature protocol), each split's mean over its seeds, then
+    mean, std and n over the splits, as the report's tables."""
     files = sorted(Path(metrics_dir).rglob("metrics.json"))
     if not files:
         raise ConfigError(f"{metrics_dir}: no metrics.json below it (run the evaluate stages first)")
-    seeds: dict[tuple[str, str], dict[Any, dict[str, Any]]] = {}
+    seeds: dict[tuple[str, str], dict[Any, dict[Any, dict[str, Any]]]] = {}
     for path in files:
         data = _read_json(path)
         run = data["run"]
-        group = seeds.setdefault((str(run.get("dataset")), str(run.get("variant"))), {})
+        split = (run.get("params") or {}).get("data.regdb_split")
+        group = seeds.setdefault((str(run.get("dataset")), str(run.get("variant"))), {}).setdefault(split, {})
         if run.get("seed") in group:
             raise ConfigError(f"{path}: a second result of {run.get('dataset')}/{run.get('variant')} seed "
-                              f"{run.get('seed')}: it would count as another seed")
+                              f"{run.get('seed')}" + (f" on split {split}" if split is not None else "")
+                              + ": it would count as another seed")
         group[run.get("seed")] = summary_of(data["results"], digits=None)
     out: dict[str, Any] = {}
-    for (dataset, variant), runs in sorted(seeds.items()):
+    for (dataset, variant), splits in sorted(seeds.items(), key=lambda kv: kv[0]):
         block = out.setdefault(dataset, {}).setdefault(variant, {})
-        for protocol in sorted({p for summary in runs.values() for p in summary}):
-            block[protocol] = {m: _stats([s[protocol][m] for s in runs.values() if protocol in s]) for m in METRICS}
+        protocols = sorted({p for runs in splits.values() for summary in runs.values() for p in summary})
+        for protocol in protocols:
+            block[protocol] = {}
+            for m in METRICS:
+                per_split = [[s[protocol][m] for s in runs.values() if protocol in s] for runs in splits.values()]
+                per_split = [v for v in per_split if v]
+                values = per_split[0] if len(per_split) == 1 else [sum(v) / len(v) for v in per_split]
+                block[protocol][m] = _stats(values)
     return out
 
 

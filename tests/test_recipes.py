@@ -2,6 +2,8 @@
 without distalign), training on every identity, and the errors of a bad `recipes:` block."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from vireid.harness.config import load_params
@@ -111,3 +113,25 @@ def test_prepare_for_study_caches_every_variant_size(tmp_path, capsys, monkeypat
     assert f"cache for {bigger}" in out and "(40x20)" in out
     caches = sorted(p.name.split("_", 1)[1] for p in (prepared / "cache").glob("*.npy"))
     assert caches == ["40x20.npy", "64x32.npy"], caches
+
+
+def test_a_regdb_split_is_a_dataset_name_of_the_study():
+    """`regdb-split3`: RegDB's overlay on official split 3, prepared in its own folder, with the
+    RegDB recipes of the experiments; one entry per split in study.datasets."""
+    from vireid.harness.commands.evaluate_study import study_runs
+
+    base = load_params(experiment="idkl", dataset="regdb")
+    split = load_params(experiment="idkl", dataset="regdb-split3")
+    assert (split.data.regdb_split, split.data.prepared_dir) == (3, "data/prepared/regdb-split3")
+    assert (split.data.name, split.data.root) == (base.data.name, base.data.root) == ("regdb", "data/RegDB")
+    assert split.loss == base.loss and split.train == base.train  # the RegDB recipe (distalign off) applies
+    assert split.loss["distalign"]["enabled"] is False
+    with pytest.raises(ConfigError, match=r"data.regdb_split: RegDB has splits \[1, .*10\]; got 11"):
+        load_params(dataset="regdb-split11")
+    with pytest.raises(ConfigError, match=r"unknown dataset 'sysu-split2': .*sysu.yaml has no official splits"):
+        load_params(dataset="sysu-split2")
+    args = argparse.Namespace(params=None, overrides=["study.datasets=[regdb-split1, regdb-split2]",
+                                                      "study.variants=[idkl]", "study.seeds=[0]"])
+    runs = study_runs(args)
+    assert [(ds, v, s, p.data.regdb_split) for ds, v, s, p in runs] == [("regdb-split1", "idkl", 0, 1),
+                                                                        ("regdb-split2", "idkl", 0, 2)]

@@ -8,14 +8,16 @@ import pytest
 from vireid.harness.schema import ConfigError
 
 
-def write_run(folder, seed, map_all, variant="idkl", rerank=False):
+def write_run(folder, seed, map_all, variant="idkl", rerank=False, split=None):
     result = {"protocol": "sysu/all/single", "rerank": {"enabled": rerank, "k1": 20, "k2": 6, "lambda": 0.3,
                                                         "variant": "standard"},
               "r1": map_all - 10, "r10": 90.0, "r20": 95.0, "mAP": map_all, "mINP": 5.0}
     path = folder / variant / f"seed{seed}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"run": {"dataset": "synth-sysu", "variant": variant, "seed": seed},
-                                "results": [result]}))
+    run = {"dataset": "synth-sysu", "variant": variant, "seed": seed}
+    if split is not None:
+        run["params"] = {"data.regdb_split": split}
+    path.write_text(json.dumps({"run": run, "results": [result]}))
 
 
 def test_mean_std_and_n_over_the_seeds(tmp_path):
@@ -54,3 +56,15 @@ def test_the_study_metrics_file_is_committed_not_ignored():
     for path in ("metrics/study.json", "metrics/curves/synth-sysu/idkl.csv"):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
         assert ignored.returncode == 1, f"{path} is git-ignored"
+
+
+def test_on_several_splits_the_replicate_is_the_split(tmp_path):
+    """RegDB's literature protocol (study.datasets regdb-split1 ... ): each split's mean over its
+    seeds, then mean / std / n over the splits; seed 0 of split 2 is not seed 0 counted twice."""
+    from vireid.harness.study_metrics import aggregate
+
+    for split, values in ((1, (30.0, 34.0)), (2, (40.0, 40.0))):
+        for seed, value in enumerate(values):
+            write_run(tmp_path / f"regdb-split{split}", seed, value, split=split)
+    out = aggregate(tmp_path)["synth-sysu"]["idkl"]["sysu/all/single"]["mAP"]
+    assert out == {"mean": 36.0, "std": pytest.approx(5.6569, abs=1e-4), "n": 2}
