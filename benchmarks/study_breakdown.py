@@ -2,6 +2,7 @@
 
     (time make study) > study.log 2>&1; echo "rc=$? seconds=$SECONDS" >> study.log
     python -m benchmarks.study_breakdown study.log          # in the study's folder
+    python -m benchmarks.study_breakdown study.log --doc README.md   # also write its region
 
 Reads the `vireid repro-matrix` lines of the log (`HH:MM:SS [stage] ...` while a stage runs,
 `HH:MM:SS <stage>: ok in N s` at the end), the closing `rc=... seconds=N` line, and the
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("log", type=Path)
     ap.add_argument("--root", type=Path, default=Path("."), help="the study's folder (default: .)")
     ap.add_argument("--jobs", type=int, default=None, help="stage slots (default: params study.jobs)")
+    ap.add_argument("--doc", default=None, help="a Markdown file with a vireid:study-time region to write")
     args = ap.parse_args(argv)
     log = read_log(args.log)
     jobs = args.jobs
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     tune_loops = sum(s for s in (loop_seconds(p) for p in sorted((args.root / "tune" / "trials").glob("*")))
                      if s is not None)
     setup = log["total"] - log["pipeline"]
+    lines: list[str] = []
+    print = lines.append  # noqa: A001  (one list of lines: printed, and the doc region)
     print(f"make study: {log['total'] // 60} min {log['total'] % 60} s (exit code {log['rc']})")
     print(f"  set-up before the first stage (virtual environment, DVC init): {setup} s")
     print(f"  the pipeline, {jobs} stages at a time: {log['pipeline']} s")
@@ -122,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    fixed overhead of their commands (imports, MLflow, validation, test, plots): {share(overhead)}")
     print(f"    DVC's own work around their commands (pipeline, hashes, cache, dvc.lock, lock waits): {share(dvc)}")
     print(f"    data generation inside them (the pretraining population): {share(data)}")
+    text = "\n".join(lines) + "\n"
+    import builtins
+
+    builtins.print(text, end="")
+    if args.doc:
+        from vireid.harness.report.summary import write_readme
+
+        write_readme(args.doc, "```\n" + text + "```\n", "study-time")
+        builtins.print(f"wrote the study-time region of {args.doc}")
     return 0
 
 
