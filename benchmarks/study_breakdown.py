@@ -111,30 +111,32 @@ def main(argv: list[str] | None = None) -> int:
     tune_loops = sum(s for s in (loop_seconds(p) for p in sorted((args.root / "tune" / "trials").glob("*")))
                      if s is not None)
     setup = log["total"] - log["pipeline"]
-    lines: list[str] = []
-    print = lines.append  # noqa: A001  (one list of lines: printed, and the doc region)
-    print(f"make study: {log['total'] // 60} min {log['total'] % 60} s (exit code {log['rc']})")
-    print(f"  set-up before the first stage (virtual environment, DVC init): {setup} s")
-    print(f"  the pipeline, {jobs} stages at a time: {log['pipeline']} s")
+    lines: list[str] = []  # printed, and with --doc the README region
+    lines.append(f"make study: {log['total'] // 60} min {log['total'] % 60} s (exit code {log['rc']})")
+    lines.append(f"  set-up before the first stage (virtual environment, DVC init): {setup} s")
+    lines.append(f"  the pipeline, {jobs} stages at a time: {log['pipeline']} s")
     for group, values in groups.items():
         spread = f", {min(values)}-{max(values)} s each" if len(values) > 1 else ""
-        print(f"    {group}: {len(values)} stage(s), {sum(values)} stage-seconds{spread}")
+        lines.append(f"    {group}: {len(values)} stage(s), {sum(values)} stage-seconds{spread}")
     slots = jobs * log["pipeline"]
-    share = lambda x: f"{x:.0f} stage-seconds ({100 * x / slots:.1f} %)"  # noqa: E731
-    print(f"  the {slots} stage-seconds of {jobs} slots over the pipeline's wall time; of the training stages:")
-    print(f"    training loops: {share(loops)} (and {tune_loops:.0f} in the tuning trials inside the tune stage)")
-    print(f"    fixed overhead of their commands (imports, MLflow, validation, test, plots): {share(overhead)}")
-    print(f"    DVC's own work around their commands (pipeline, hashes, cache, dvc.lock, lock waits): {share(dvc)}")
-    print(f"    data generation inside them (the pretraining population): {share(data)}")
-    text = "\n".join(lines) + "\n"
-    import builtins
 
-    builtins.print(text, end="")
+    def share(x: float) -> str:
+        return f"{x:.0f} stage-seconds ({100 * x / slots:.1f} %)"
+
+    lines += [
+        f"  the {slots} stage-seconds of {jobs} slots over the pipeline's wall time; of the training stages:",
+        f"    training loops: {share(loops)} (and {tune_loops:.0f} in the tuning trials inside the tune stage)",
+        f"    fixed overhead of their commands (imports, MLflow, validation, test, plots): {share(overhead)}",
+        f"    DVC's own work around their commands (pipeline, hashes, cache, dvc.lock, lock waits): {share(dvc)}",
+        f"    data generation inside them (the pretraining population): {share(data)}",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
     if args.doc:
         from vireid.harness.report.summary import write_readme
 
         write_readme(args.doc, "```\n" + text + "```\n", "study-time")
-        builtins.print(f"wrote the study-time region of {args.doc}")
+        print(f"wrote the study-time region of {args.doc}")
     return 0
 
 
