@@ -52,7 +52,7 @@ def prepare(dataset: str, root, prepared_dir, size=(384, 144), synth: dict[str, 
             split: int = 1, workers: int = 2, progress: bool = True) -> dict[str, Any]:
     """Make ``<prepared_dir>/manifest.parquet`` (+ .json) and the image cache at ``size``.
 
-    ``synth`` (keys of :class:`vireid.datasets.synth.SynthSettings`, with ``image_size``) first
+    ``synth`` (the fields of :class:`vireid.datasets.synth.SynthSettings`) first
     writes a synthetic dataset in the layout of ``dataset`` at ``root`` unless one with the
     same settings is there. Returns a JSON-able summary.
     """

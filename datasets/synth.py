@@ -46,30 +46,32 @@ __all__ = ["SynthSettings", "ensure_synthetic", "generate", "read_stamp", "layou
            "stream", "split_ids", "index_lines", "write_text"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynthSettings:
-    seed: int = 0
-    n_ids: int = 100
-    images_per_cam: int = 4
-    height: int = 96
-    width: int = 48
-    difficulty: float = 0.5
-    cue_correlation: float = 0.5  # how strongly every cue follows the latent identity code (0..1)
-    nir_luma_weight: float = 0.5  # NIR cameras: share of a material's NIR reflectance following its visible luminance
+    """The generator's settings. No defaults but the layout's own (None): their one source is
+    params.yaml's `data.synthetic` block, whose fields are these (harness.config.SynthConfig)."""
+
+    seed: int
+    n_ids: int
+    images_per_cam: int
+    height: int
+    width: int
+    difficulty: float  # 0 easy .. 1 hard
+    cue_correlation: float  # how strongly every cue follows the latent identity code (0..1)
+    nir_luma_weight: float  # NIR cameras: share of a material's NIR reflectance following its visible luminance
     ir_model: str | None = None  # "nir" | "thermal"; None: the layout's real kind (its spec's synth.ir_model)
     test_fraction: float | None = None  # None: the layout's default (about the real proportion)
-    val_fraction: float = 0.1  # SYSU: ids written to exp/val_id.txt (training ids, as the real set)
+    val_fraction: float  # SYSU: ids written to exp/val_id.txt (training ids, as the real set)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SynthSettings":
-        """Accepts the field names, plus ``image_size=(height, width)``."""
-        values = dict(values)
-        if "image_size" in values:
-            values["height"], values["width"] = (int(x) for x in values.pop("image_size"))
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown synthetic-data settings {unknown}; expected "
-                             f"{[f.name for f in dataclasses.fields(cls)] + ['image_size']}")
+        """From a mapping of exactly the field names (those without a default may not be left out)."""
+        fields = dataclasses.fields(cls)
+        unknown = sorted(set(values) - {f.name for f in fields})
+        missing = [f.name for f in fields if f.name not in values and f.default is dataclasses.MISSING]
+        if unknown or missing:
+            raise ValueError(f"synthetic-data settings: unknown {unknown}, missing {missing}; expected "
+                             f"{[f.name for f in fields]}")
         return cls(**values)
 
     def resolved(self, layout: str) -> "SynthSettings":

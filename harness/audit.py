@@ -176,7 +176,7 @@ def backbone_features(data, rows: np.ndarray, weights: str, arch: str, last_stri
 
     from vireid.datasets.transforms import EvalTransform
     from vireid.harness.data import extract_features
-    from vireid.methods.backbones import build_resnet, load_weights
+    from vireid.methods.backbones import back, build_resnet, front, load_weights
     from vireid.methods.layers import GeM
 
     state, source = load_weights(arch, weights)
@@ -184,12 +184,11 @@ def backbone_features(data, rows: np.ndarray, weights: str, arch: str, last_stri
     class Extractor(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.net, self.pool = build_resnet(arch, state, last_stride, source), GeM()
+            net = build_resnet(arch, state, last_stride, source)
+            self.body, self.pool = torch.nn.Sequential(front(net), back(net)), GeM()
 
         def extract(self, images, modality=None):
-            n = self.net
-            x = n.layer1(n.maxpool(n.relu(n.bn1(n.conv1(images)))))
-            return self.pool(n.layer4(n.layer3(n.layer2(x))))
+            return self.pool(self.body(images))
 
     device = torch.device("cpu")
     with torch.no_grad():

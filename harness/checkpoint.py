@@ -57,17 +57,20 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write `state` (plain tensors, numbers, strings, lists, dicts) atomically."""
     payload = dict(state, format_version=FORMAT_VERSION)
     try:
-        atomic_save(path, lambda tmp: _save_to(payload, tmp))
+        save_torch(path, payload)
     except (RuntimeError, OSError) as exc:  # torch reports a failed write as "unexpected pos ..." only
         raise CheckpointError(f"{path}: could not write the checkpoint ({first_line(exc)}); "
                               f"{disk_report(Path(path).parent)}; the previous checkpoint is intact") from None
 
 
-def _save_to(payload: dict[str, Any], tmp: Path) -> None:
-    """torch.save through a file object: the archive's inner folder is then "archive", not the
-    random temporary file name, so one state gives one sequence of bytes (DVC hashes the file)."""
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
+def save_torch(path: str | Path, payload: Any, suffix: str = "") -> None:
+    """torch.save, atomically, through a file object: the archive's inner folder is then "archive",
+    not the random temporary file name, so one state gives one sequence of bytes (DVC hashes the file)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+
+    atomic_save(path, write, suffix=suffix)
 
 
 def first_line(exc: BaseException) -> str:

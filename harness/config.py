@@ -25,7 +25,8 @@ EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 
 @dataclass
 class SynthConfig:
-    """Generate a synthetic dataset in the real layout of `data.dataset` before preparing."""
+    """Generate a synthetic dataset in the real layout of `data.dataset` before preparing: `enabled`
+    and the fields of vireid.datasets.synth.SynthSettings (a test keeps the two the same)."""
 
     enabled: bool
     seed: int
@@ -38,6 +39,7 @@ class SynthConfig:
     nir_luma_weight: float = field(metadata={"ge": 0.0, "le": 1.0})
     ir_model: str | None  # nir | thermal; null: the layout's real kind (its dataset spec)
     test_fraction: float | None = field(metadata={"gt": 0.0, "lt": 1.0})  # null: the layout's (its dataset spec)
+    val_fraction: float = field(metadata={"ge": 0.0, "lt": 1.0})  # SYSU layout: training ids in exp/val_id.txt
 
 
 @dataclass
@@ -216,10 +218,6 @@ class ExperimentMeta:
     label: str = ""
     description: str = ""
     ablation_order: int | None = None
-    # "params": the experiment's `loss:` overlays params.yaml's loss block (IDKL family);
-    # "method": it replaces it, starting from the method's own defaults (e.g. AGW, whose
-    # loss terms differ from IDKL's).
-    loss_base: Literal["params", "method"] = "params"
 
 
 @dataclass
@@ -237,10 +235,12 @@ class Params:
     experiment: ExperimentMeta = field(default_factory=ExperimentMeta)
 
     def validate(self, path: str) -> None:
-        from vireid.methods import resolve_options, validate_loss_config
+        from vireid.methods import resolve_options, resolved_loss_mapping
 
-        # The loss block and model.options are validated against the method's own schemas.
-        validate_loss_config(self.model.method, self.loss, path="loss")
+        # The loss block and model.options are checked against the method's own schemas; the loss
+        # block is then written out in full (the method's defaults with the block overlaid), so a
+        # run's params.yaml and MLflow record hold every loss setting it trained with.
+        self.loss = resolved_loss_mapping(self.model.method, self.loss, path="loss")
         resolve_options(self.model.method, self.model.options, path="model.options")
         if self.train.select == "best" and self.train.val_fraction == 0:
             raise ConfigError("train.select: 'best' needs validation identities; set train.val_fraction > 0 "
@@ -450,8 +450,6 @@ def load_params(
         recipes = experiment_recipes(path, overlay)
         overlay = {k: v for k, v in overlay.items() if k != "recipes"}
         data = deep_merge(data, overlay)
-        if overlay.get("experiment", {}).get("loss_base") == "method":
-            data["loss"] = copy.deepcopy(overlay.get("loss") or {})
         if dataset and overlay_base(dataset) in recipes:
             data = deep_merge(data, recipes[overlay_base(dataset)])
         data.setdefault("experiment", {})

@@ -5,7 +5,7 @@ step, never JPEGs. Augmentation runs as batched tensor ops on the training devic
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -117,19 +117,17 @@ def extract_features(model: torch.nn.Module, data: PreparedData, indices: np.nda
     return torch.cat(feats).numpy()
 
 
+def synth_settings(synth_cfg: Any) -> dict[str, Any]:
+    """`data.synthetic` (less `enabled`) as the generator's settings: the same field names."""
+    return {k: v for k, v in asdict(synth_cfg).items() if k != "enabled"}
+
+
 def prepare_from_params(data_cfg: Any) -> dict[str, Any]:
     """Map the `data` params block onto `vireid.datasets.prepare.prepare` (synthesise if asked)."""
     from vireid.datasets.images import pixel_limit
     from vireid.datasets.prepare import prepare
 
-    synth = data_cfg.synthetic
-    synth_args = None
-    if synth.enabled:
-        synth_args = {"seed": synth.seed, "n_ids": synth.n_ids, "images_per_cam": synth.images_per_cam,
-                      "image_size": (synth.height, synth.width), "difficulty": synth.difficulty,
-                      "cue_correlation": synth.cue_correlation, "nir_luma_weight": synth.nir_luma_weight,
-                      "ir_model": synth.ir_model,
-                      "test_fraction": synth.test_fraction}
+    synth_args = synth_settings(data_cfg.synthetic) if data_cfg.synthetic.enabled else None
     with pixel_limit(data_cfg.max_image_pixels):
         return prepare(data_cfg.dataset, data_cfg.root, data_cfg.prepared_dir,
                        (data_cfg.image_height, data_cfg.image_width), synth=synth_args,

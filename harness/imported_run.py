@@ -35,7 +35,7 @@ def load_model(run_dir: str | Path):
     """(model with the imported weights, the run's params, provenance)."""
     from vireid.harness.checkpoint import load_checkpoint
     from vireid.harness.config import load_params
-    from vireid.harness.runner import CHECKPOINT, build_method
+    from vireid.harness.runner import CHECKPOINT, restore_model
 
     run_dir = Path(run_dir)
     prov = read_provenance(run_dir)
@@ -44,9 +44,7 @@ def load_model(run_dir: str | Path):
         raise CheckpointImportError(f"{run_dir / 'params.yaml'}: model.method {run_params.model.method!r}, but the "
                                     f"imported checkpoint is for {prov['method']!r}")
     state = load_checkpoint(run_dir / CHECKPOINT, method=prov["method"], num_classes=prov["num_classes"])
-    model = build_method(run_params, prov["num_classes"])
-    model.load_state_dict(state["model"], strict=True)
-    return model, run_params, prov
+    return restore_model(run_params, prov["num_classes"], state["model"]), run_params, prov
 
 
 def score_arrays(run_dir: str | Path, params: Any) -> tuple[dict[str, np.ndarray], dict[str, Any], str]:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from vireid.harness.checkpoint import CheckpointError
 from vireid.harness.cli import is_user_error
 from vireid.harness.config import Params, dump_params
 from vireid.harness.schema import ConfigError
+from vireid.harness.schema import build as build_dataclass
 from vireid.harness.io import atomic_save, atomic_write_json, atomic_write_text
 from vireid.harness.run_folder import CHECKPOINT, LOCAL_INFO
 
@@ -62,6 +63,17 @@ def build_method(params: Params, num_classes: int) -> torch.nn.Module:
     except FileNotFoundError as exc:
         raise ConfigError(f"model.weights: {exc}; the default file is the pipeline's pretrained backbone "
                           "(`dvc repro pretrain` writes it); --set model.weights=none trains from scratch") from None
+
+
+def restore_model(params: Params | dict, num_classes: int, state_dict: dict) -> torch.nn.Module:
+    """The model of a run's params (a Params or a checkpoint's plain copy) holding `state_dict`;
+    built without `model.weights`, which the state dict replaces (the file need not exist here)."""
+    if isinstance(params, dict):
+        params = build_dataclass(Params, params)
+    model = build_method(replace(params, model=replace(params.model, weights="none")),
+                         num_classes)
+    model.load_state_dict(state_dict, strict=True)
+    return model
 
 
 def query_gallery_indices(records, split: str, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

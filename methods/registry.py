@@ -40,6 +40,18 @@ class LossSchema:
         return build_loss_config(self.cls, loss, self.defaults(), self.terms, path, self.forced,
                                  self.forced_reason)
 
+    def mapping(self, config: Any) -> dict[str, Any]:
+        """A resolved loss config as the term-nested mapping params.yaml uses (``{term: {enabled, ...}}``;
+        fields outside every term stay flat): the inverse of `resolve`, for complete run records."""
+        out: dict[str, Any] = {}
+        for name, value in dataclasses.asdict(config).items():
+            term = max((t for t in self.terms if name == t or name.startswith(t + "_")), key=len, default=None)
+            if term is None:
+                out[name] = value
+            else:
+                out.setdefault(term, {})["enabled" if name == term else name[len(term) + 1:]] = value
+        return out
+
 
 @dataclass(frozen=True)
 class NoOptions:
@@ -89,6 +101,13 @@ def resolve_loss_config(name: str, loss: Any = None, path: str = "loss") -> Any:
 def validate_loss_config(method: str, loss: Any, path: str = "loss") -> None:
     """Raise (naming the key path) if `loss` is not a valid loss mapping for `method`."""
     resolve_loss_config(method, loss, path)
+
+
+def resolved_loss_mapping(name: str, loss: Any = None, path: str = "loss") -> dict[str, Any]:
+    """Every loss setting of method `name` (its defaults with `loss` overlaid), term-nested: what a
+    run records, so its params say every weight it trained with, whichever method it is."""
+    schema = get_method(name).loss
+    return schema.mapping(schema.resolve(loss, path))
 
 
 def resolve_options(name: str, options: dict[str, Any] | None = None, path: str = "model.options") -> Any:

@@ -9,7 +9,9 @@ from PIL import Image
 from vireid.datasets.synth import SynthSettings, generate
 from vireid.datasets.sysu_perm import write_rand_perm_cam
 
-TINY = dict(n_ids=8, images_per_cam=2, height=32, width=16)
+# Every generator setting (they have no defaults: params.yaml's data.synthetic is their source).
+TINY = dict(seed=0, n_ids=8, images_per_cam=2, height=32, width=16, difficulty=0.5, cue_correlation=0.5,
+            nir_luma_weight=0.5, val_fraction=0.1)
 
 
 def tiny_synth(root: Path, layout: str, **overrides) -> Path:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from datasets_support import TINY, make_sysu
 from PIL import Image
 
 from vireid.harness.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_synth_then_check(tmp_path, capsys):
@@ -23,6 +26,28 @@ def test_synth_then_check(tmp_path, capsys):
     meta = json.loads((tmp_path / "m.json").read_text())
     assert f"fingerprint: {meta['fingerprint']}" in text
     assert "train  infrared" in text and "36 images, 6 identities" in text
+
+
+def test_synth_settings_default_to_params_yaml_and_flags_are_checked_as_params(tmp_path, capsys):
+    """Each `data synth` flag is `--set data.synthetic.<field>`: params.yaml gives what is not passed,
+    and a bad value is refused by the same schema, naming the key."""
+    import yaml
+
+    from vireid.datasets.synth import read_stamp
+
+    out = tmp_path / "synth"
+    assert main(["data", "synth", "--layout", "regdb", "--out", str(out), "--ids", "6", "--images-per-cam", "1",
+                 "--height", "32", "--width", "16", "--set", "data.synthetic.difficulty=0.25",
+                 "--ir-model", "nir"]) == 0
+    stamp = read_stamp(out)
+    block = yaml.safe_load(open(REPO / "params.yaml"))["data"]["synthetic"]
+    assert (stamp["n_ids"], stamp["difficulty"], stamp["ir_model"]) == (6, 0.25, "nir")
+    assert (stamp["seed"], stamp["cue_correlation"], stamp["nir_luma_weight"]) == (
+        block["seed"], block["cue_correlation"], block["nir_luma_weight"])
+    capsys.readouterr()
+    assert main(["data", "synth", "--layout", "sysu", "--out", str(tmp_path / "bad"), "--ids", "2"]) == 2
+    assert "data.synthetic.n_ids: expected a value >= 4, got 2" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_check_defaults_to_the_root_and_reports_errors(tmp_path, capsys):

@@ -15,8 +15,7 @@ from vireid.datasets.images import load_resized
 from vireid.datasets.manifest import build_manifest, read_manifest, sidecar_path, write_manifest
 from vireid.datasets.prepare import MANIFEST_NAME, open_prepared, prepare
 
-SYNTH = {**{k: v for k, v in TINY.items() if k not in ("height", "width")}, "image_size": (32, 16), "seed": 0,
-         "difficulty": 0.5}
+SYNTH = dict(TINY)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])

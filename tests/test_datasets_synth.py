@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,12 +103,29 @@ def test_stamp_reuse_regenerate_and_refuse(tmp_path):
 
 def test_settings_are_checked():
     with pytest.raises(DatasetError, match="difficulty"):
-        SynthSettings(difficulty=1.5).resolved("sysu")
+        SynthSettings(**{**TINY, "difficulty": 1.5}).resolved("sysu")
     with pytest.raises(DatasetError, match="fewer than 2"):
-        SynthSettings(n_ids=4, test_fraction=0.1).resolved("sysu")
-    with pytest.raises(ValueError, match="unknown synthetic-data settings"):
-        SynthSettings.from_dict({"ids": 3})
-    assert SynthSettings.from_dict({"image_size": (64, 32)}).height == 64
+        SynthSettings(**{**TINY, "n_ids": 4, "test_fraction": 0.1}).resolved("sysu")
+    with pytest.raises(ValueError, match=r"unknown \['ids'\], missing \['n_ids'\]"):
+        SynthSettings.from_dict({**{k: v for k, v in TINY.items() if k != "n_ids"}, "ids": 3})
+    assert SynthSettings.from_dict(TINY).height == 32
+
+
+def test_the_params_block_and_the_generator_have_the_same_settings():
+    """data.synthetic is the generator's settings plus `enabled`: prepare and `data synth` pass it
+    through by field name, so a new setting is added to SynthSettings, SynthConfig and params.yaml only."""
+    import dataclasses
+
+    from vireid.harness.config import SynthConfig, load_params
+    from vireid.harness.data import synth_settings
+
+    assert [f.name for f in dataclasses.fields(SynthConfig)] == ["enabled"] + [
+        f.name for f in dataclasses.fields(SynthSettings)]
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["data"]["synthetic"]
+    settings = SynthSettings.from_dict(synth_settings(load_params().data.synthetic))
+    assert dataclasses.asdict(settings) == {k: v for k, v in raw.items() if k != "enabled"}  # no second copy
 
 
 def _edge_features(root, records) -> np.ndarray:

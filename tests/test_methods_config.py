@@ -2,11 +2,11 @@
 the harness shows), and `vireid describe-model`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from vireid.harness import cli
 from vireid.harness.schema import ConfigError
@@ -41,10 +41,34 @@ def test_loss_defaults_are_the_public_code():
         0.8, 0.3, 0.8, 0.3, 0.6, 0.1)
 
 
-def test_params_yaml_loss_block_is_the_method_defaults():
-    """The lead's params.yaml spells out IDKL's defaults; it must resolve to exactly them."""
-    loss = yaml.safe_load((REPO / "params.yaml").read_text())["loss"]
-    assert resolve_loss_config("idkl", loss) == resolve_loss_config("idkl", None)
+def test_params_yaml_loss_block_is_method_neutral():
+    """params.yaml's `loss:` holds no method's keys: every registered method loads with it, from its
+    own defaults (IDKL's are the public code's), with no escape hatch in the experiment."""
+    from vireid.harness.config import load_params
+    from vireid.methods import get_method
+
+    for method in list_methods():
+        params = load_params(overrides=[f"model.method={method}"])
+        assert resolve_loss_config(method, params.loss) == get_method(method).loss.resolve(None)
+    assert resolve_loss_config("idkl", load_params().loss) == resolve_loss_config("idkl", loss_defaults())
+
+
+@pytest.mark.parametrize("method, loss", [
+    ("idkl", {"ip": {"weight": 0.3, "centroid": False}, "kl_batch_rule": "large", "sm_kl_inter_small": 0.2}),
+    ("baseline", {"triplet": {"margin": 0.7}}), ("agw", {"triplet": False})])
+def test_the_recorded_loss_block_is_complete_and_resolves_to_the_same_config(method, loss):
+    from vireid.harness.config import load_params
+    from vireid.methods import get_method, resolved_loss_mapping
+
+    mapping = resolved_loss_mapping(method, loss)
+    schema = get_method(method).loss
+    assert resolve_loss_config(method, mapping) == resolve_loss_config(method, loss)
+    flat = [(term, key) for term, value in mapping.items() for key in (value if isinstance(value, dict) else [None])]
+    assert len(flat) == len(dataclasses.fields(schema.cls))  # every field once, none invented
+    assert set(mapping) - set(schema.terms) <= {"kl_batch_rule", "kl_large_batch"}
+    # What a run records (Params.loss) is that mapping.
+    overrides = [f"model.method={method}", "loss=" + json.dumps(loss)]
+    assert load_params(overrides=overrides).loss == mapping
 
 
 @pytest.mark.parametrize("method, loss, message", [
@@ -67,13 +91,15 @@ def test_validation_errors_name_the_key(method, loss, message):
 
 
 def test_experiment_overlays_validate():
-    """Each experiment's loss block, as the harness composes it, is valid for its method."""
+    """Each experiment's loss block, as the harness composes it, is valid for its method and complete."""
     from vireid.harness.config import load_params
+    from vireid.methods import resolved_loss_mapping
 
     for name in ("baseline", "idkl-decompose", "idkl-decompose-ip", "idkl-no-distalign", "idkl", "agw"):
         if (REPO / "experiments" / f"{name}.yaml").is_file():
             params = load_params(experiment=name)
             validate_loss_config(params.model.method, params.loss)
+            assert params.loss == resolved_loss_mapping(params.model.method, params.loss)
             resolve_options(params.model.method, params.model.options)
 
 
@@ -94,12 +120,14 @@ def test_describe_model_cli(capsys):
     assert tiny["backbone"] == "tiny"  # params.yaml's default
     off = _cli_json(capsys, "-e", "idkl", "--num-classes", "10", "--set", "loss.ip.enabled=false")
     assert "ip" not in off["loss_terms"]
+    assert off["loss"]["ip"] == {"enabled": False, "weight": 0.1, "entropy": True, "entropy_margin": 0.0,
+                                 "centroid": True, "centroid_margin": 0.0}
     no_entropy = _cli_json(capsys, "-e", "idkl", "--num-classes", "10", "--set", "loss.ip.entropy=false")
     assert tiny["parts"]["identity_heads"] - no_entropy["parts"]["identity_heads"] == 128 * 10  # the IP classifier
     half = _cli_json(capsys, "-e", "agw", "--num-classes", "10", "--set", "model.options.non_local_width=half")
     assert half["options"]["non_local_width"] == "half"
     assert cli.main(["describe-model", "-e", "agw", "--set", "model.backbone=resnet18", "--num-classes", "10"]) == 0
     table = capsys.readouterr().out
-    assert "non_local" in table and "total" in table
+    assert "non_local" in table and "total" in table and "  loss.triplet: on  weight=1.0\n" in table
     assert cli.main(["describe-model", "-e", "nope", "--num-classes", "10"]) == 2
     assert cli.main(["describe-model", "-e", "idkl", "--set", "loss.nope=1", "--num-classes", "10"]) == 2

@@ -153,3 +153,15 @@ def test_bar_only_on_a_terminal_and_the_epoch_line_either_way(monkeypatch, capsy
         assert hook.bar is None
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert re.search(r"epoch 1/2 \| loss 1\.5000 \| id 1\.5000 \| 10 img/s \| ETA \d:\d\d:\d\d$", line), line
+
+
+def test_a_closed_stdout_pipe_ends_quietly():
+    """`vireid ... | head -1`: the reader leaves early; no error line, the shell's SIGPIPE status.
+    `true` closes the pipe at once (long before the interpreter has started), so every write fails."""
+    import subprocess
+    import sys
+
+    command = f"{sys.executable} -m vireid.harness describe-model -e idkl --num-classes 10"
+    script = f"{command} | true; exit ${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr) == (141, "")

@@ -85,7 +85,7 @@ def test_bad_recipes_name_the_file_and_key(tmp_path, recipes, message):
 
 def test_a_recipe_value_is_typed_like_any_parameter(tmp_path):
     path = tmp_path / "typo.yaml"
-    path.write_text("model: {method: agw}\nexperiment: {loss_base: method}\nrecipes: {regdb: {train: {lr: fast}}}\n")
+    path.write_text("model: {method: agw}\nrecipes: {regdb: {train: {lr: fast}}}\n")
     assert load_params(experiment=str(path), dataset="sysu").train.lr == 3.5e-4  # not this dataset's recipe
     with pytest.raises(ConfigError, match="train.lr: expected float, got 'fast'"):
         load_params(experiment=str(path), dataset="regdb")

@@ -37,30 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     synth = add_command(sub, "synth", "write a synthetic cross-modal dataset in a real layout",
                         "Generate synthetic identities seen by visible and infrared cameras, written exactly as "
-                        "the real dataset is laid out. Deterministic per seed.",
-                        ["vireid data synth --layout sysu --out data/my-synth --seed 0 --ids 200"])
+                        "the real dataset is laid out. Deterministic per seed. Each setting defaults to "
+                        "params.yaml's data.synthetic block (--data NAME: a dataset overlay's); a flag is "
+                        "--set data.synthetic.<name>=VALUE, checked the same way.",
+                        ["vireid data synth --layout sysu --out data/my-synth --seed 0 --ids 200",
+                         "vireid data synth --layout regdb --out data/synth-regdb --data synth-pretrain"])
     synth.add_argument("--layout", required=True, choices=_datasets(), help="which real layout to write")
     synth.add_argument("--out", required=True, metavar="DIR", help="output folder (new, empty, or an older "
                                                                    "synthetic set, which is replaced)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--ids", type=int, default=100, help="number of identities (default 100)")
-    synth.add_argument("--images-per-cam", type=int, default=4, help="images per identity and camera (default 4)")
-    synth.add_argument("--height", type=int, default=96)
-    synth.add_argument("--width", type=int, default=48)
-    synth.add_argument("--difficulty", type=float, default=0.5, help="0 (easy) .. 1 (hard), default 0.5")
-    synth.add_argument("--cue-correlation", type=float, default=0.5,
-                       help="0..1: how strongly every cue follows the latent identity code (default 0.5; "
-                            "docs/synthetic-dataset.md)")
-    synth.add_argument("--nir-luma-weight", type=float, default=0.5,
-                       help="0..1: share of a material's near-infrared reflectance that follows its visible "
-                            "luminance (default 0.5; docs/synthetic-dataset.md)")
-    synth.add_argument("--ir-model", choices=["nir", "thermal"], default=None,
-                       help="infrared image formation (default: the layout's real kind, from its dataset spec)")
-    synth.add_argument("--test-fraction", type=float, default=None,
-                       help="share of test identities (default: about the real share, from the layout's dataset spec)")
-    synth.add_argument("--val-fraction", type=float, default=0.1,
-                       help="SYSU layout: share of identities in exp/val_id.txt (default 0.1)")
-    synth.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    add_synth_flags(synth)
+    add_params_args(synth, experiment=False)
     synth.set_defaults(handler=run_synth)
 
     prep = add_command(sub, "prepare", "(synthesise,) validate and cache the dataset of the params",
@@ -144,14 +130,36 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# `vireid data synth` flags: one per data.synthetic field (the generator's settings), named after it.
+SYNTH_FLAG_NAMES = {"n_ids": ("--ids", "--n-ids")}
+
+
+def add_synth_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per `data.synthetic` field (less `enabled`), so a new generator setting needs no edit here."""
+    import dataclasses
+
+    from vireid.harness.config import SynthConfig
+
+    for f in dataclasses.fields(SynthConfig):
+        if f.name != "enabled":
+            flags = SYNTH_FLAG_NAMES.get(f.name, ("--" + f.name.replace("_", "-"),))
+            parser.add_argument(*flags, dest=f"synth_{f.name}", default=None, metavar="VALUE",
+                                help=f"default: params.yaml data.synthetic.{f.name}")
+
+
+def synth_flag_overrides(args: argparse.Namespace) -> list[str]:
+    prefix = "synth_"
+    return [f"data.synthetic.{key[len(prefix):]}={value}" for key, value in vars(args).items()
+            if key.startswith(prefix) and value is not None]
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from vireid.datasets.synth import SynthSettings, ensure_synthetic
+    from vireid.harness.commands.common import resolve
+    from vireid.harness.data import synth_settings
 
-    settings = SynthSettings(seed=args.seed, n_ids=args.ids, images_per_cam=args.images_per_cam,
-                             height=args.height, width=args.width, difficulty=args.difficulty,
-                             cue_correlation=args.cue_correlation, nir_luma_weight=args.nir_luma_weight,
-                             ir_model=args.ir_model,
-                             test_fraction=args.test_fraction, val_fraction=args.val_fraction)
+    params = resolve(args, extra=synth_flag_overrides(args))
+    settings = SynthSettings.from_dict(synth_settings(params.data.synthetic))
     summary = ensure_synthetic(args.out, args.layout, settings)
     if summary is None:
         print(f"{args.out}: already holds this synthetic dataset (same settings); nothing to do")

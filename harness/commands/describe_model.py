@@ -14,7 +14,8 @@ from vireid.harness.commands.common import add_command, add_params_args, resolve
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "describe-model", "print a method's trainable parameters per part",
                     "Build the model of the resolved parameters (params.yaml + --experiment + --set, as `vireid "
-                    "train` does) on the meta device and count its trainable parameters per part.",
+                    "train` does) on the meta device, count its trainable parameters per part and print every loss "
+                    "setting (the method's defaults with params.yaml's and the experiment's `loss:` overlaid).",
                     ["vireid describe-model -e idkl --set model.backbone=resnet50 --num-classes 395",
                      "vireid describe-model -e agw --set model.options.non_local_width=half --num-classes 395 --json",
                      "vireid describe-model -e idkl --set loss.ip.enabled=false --num-classes 10"])
@@ -30,7 +31,7 @@ def describe(method: str, backbone: str, num_classes: int, last_stride: int = 1,
 
     import dataclasses
 
-    from vireid.methods import build_model, resolve_options, trainable_parameters
+    from vireid.methods import build_model, resolve_options, resolved_loss_mapping, trainable_parameters
 
     from vireid.harness.schema import ConfigError
 
@@ -51,6 +52,7 @@ def describe(method: str, backbone: str, num_classes: int, last_stride: int = 1,
         "method": method, "backbone": backbone, "num_classes": num_classes, "last_stride": last_stride,
         "options": dataclasses.asdict(resolve_options(method, options)),
         "loss_terms": cfg.enabled_terms() if cfg is not None else [],
+        "loss": resolved_loss_mapping(method, loss),
         "trainable_params": total, "parts": parts,
     }
 
@@ -68,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if info["options"]:
         print("options: " + ", ".join(f"{k}={v}" for k, v in info["options"].items()))
     print(f"loss terms: {', '.join(info['loss_terms']) or '-'}")
+    for term, value in info["loss"].items():
+        if isinstance(value, dict):
+            state = "on " if value.get("enabled") else "off"
+            value = f"{state} " + " ".join(f"{k}={v}" for k, v in value.items() if k != "enabled")
+        print(f"  loss.{term}: {value}")
     width = max(len(k) for k in [*info["parts"], "total"])
     print(f"{'part':<{width}}  {'trainable params':>16}")
     for name, count in info["parts"].items():

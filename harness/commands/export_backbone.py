@@ -30,33 +30,22 @@ def backbone_state(run_dir: str | Path) -> dict:
     """The backbone of the run's selected model (the best epoch's under train.select best)."""
     from vireid.harness.checkpoint import load_checkpoint
     from vireid.harness.cli import UserError
-    from vireid.methods import build_model
+    from vireid.harness.runner import restore_model
 
     ckpt = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     params = ckpt["params"]
-    model = build_model(params["model"]["method"], num_classes=ckpt["num_classes"],
-                        backbone=params["model"]["backbone"], weights="none",
-                        last_stride=params["model"]["last_stride"], loss=params["loss"],
-                        options=params["model"]["options"])
     best = params["train"]["select"] == "best" and ckpt.get("best_model")
-    model.load_state_dict(best or ckpt["model"])
+    model = restore_model(params, ckpt["num_classes"], best or ckpt["model"])
     if not hasattr(model, "backbone_state_dict"):
         raise UserError(f"{run_dir}: method {params['model']['method']!r} has no single shared backbone to "
                         "export (IDKL and the baseline have)")
     return model.backbone_state_dict()
 
 
-def _save(state: dict, tmp: Path) -> None:
-    import torch
-
-    with open(tmp, "wb") as handle:  # through a file object: the same bytes whatever the file is called
-        torch.save(state, handle)
-
-
 def run(args: argparse.Namespace) -> int:
-    from vireid.harness.io import atomic_save
+    from vireid.harness.checkpoint import save_torch
 
     state = backbone_state(args.run_dir)
-    atomic_save(args.out, lambda tmp: _save(state, tmp), suffix=".pth")
+    save_torch(args.out, state, suffix=".pth")
     print(f"wrote {args.out} ({len(state)} tensors)")
     return 0
