@@ -51,6 +51,25 @@ def test_rerank_flags_and_regdb(tmp_path, capsys):
                                                     "variant": "standard"}
 
 
+def test_rerank_defaults_come_from_the_params_file(tmp_path, capsys):
+    """eval-features' re-ranking defaults are eval.rerank_params of --params (params.yaml if not given)."""
+    import yaml
+
+    from vireid.harness.config import REPO_ROOT
+
+    path = tmp_path / "regdb.npz"
+    save_features(path, cross_modal_arrays())
+    data = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    data["eval"]["rerank_params"] = {"k1": 4, "k2": 2, "lam": 0.6, "variant": "standard"}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(data))
+    assert main(["eval-features", str(path), "--protocol", "regdb/v2i", "--rerank", "--params", str(params)]) == 0
+    assert "on (k1=4, k2=2, lambda=0.6)" in capsys.readouterr().out
+    assert main(["eval-features", str(path), "--protocol", "regdb/v2i", "--rerank", "--params", str(params),
+                 "--k2", "3"]) == 0
+    assert "on (k1=4, k2=3, lambda=0.6)" in capsys.readouterr().out
+
+
 def test_rerank_variant_flag(sysu, tmp_path, capsys):
     root, arrays, path = sysu
     out = tmp_path / "v.json"

@@ -27,15 +27,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--perm", default=None, metavar="PATH",
                    help="SYSU-MM01 permutation file (the dataset's exp/rand_perm_cam.mat); required for sysu/*")
     p.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (off by default)")
-    p.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
-    p.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
-    p.add_argument("--lambda", dest="lam", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
-    p.add_argument("--rerank-variant", dest="variant", default="standard", choices=VARIANTS,
-                   help="what re-ranking ranks neighbours by: standard (the distances, default) or idkl-sysu "
-                        "(the public IDKL code's SYSU-MM01 call: neighbours among the queries only)")
+    # Defaults: params.yaml's eval block (`--params FILE` reads another), the one source of them.
+    p.add_argument("--k1", type=int, default=None, help="re-ranking k1 (default: eval.rerank_params.k1)")
+    p.add_argument("--k2", type=int, default=None, help="re-ranking k2 (default: eval.rerank_params.k2)")
+    p.add_argument("--lambda", dest="lam", type=float, default=None,
+                   help="re-ranking lambda (default: eval.rerank_params.lam)")
+    p.add_argument("--rerank-variant", dest="variant", default=None, choices=VARIANTS,
+                   help="what re-ranking ranks neighbours by: standard (the distances) or idkl-sysu (the public "
+                        "IDKL code's SYSU-MM01 call: neighbours among the queries only); default: "
+                        "eval.rerank_params.variant")
     p.add_argument("--device", default="auto", help="distance computation: auto (CUDA if available), cpu, cuda")
     p.add_argument("--max-mib", type=int, default=None, metavar="MIB",
-                   help="refuse a features file whose arrays would take more memory (default 1024)")
+                   help="refuse a features file whose arrays would take more memory (default: "
+                        "eval.max_features_mib)")
+    p.add_argument("--params", default=None, help="parameter file of the defaults (default: params.yaml)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="write the result as JSON")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     p.set_defaults(handler=run)
@@ -47,15 +52,20 @@ def run(args: argparse.Namespace) -> int:
     from vireid.harness.evaluation.protocols import ProtocolError, get_protocol
     from vireid.harness.io import atomic_write_json
 
+    from vireid.harness.config import load_params
+
+    cfg = load_params(args.params).eval
+    given = {"k1": args.k1, "k2": args.k2, "lam": args.lam, "variant": args.variant}
+    rerank = {key: getattr(cfg.rerank_params, key) if value is None else value for key, value in given.items()}
+    max_mib = cfg.max_features_mib if args.max_mib is None else args.max_mib
     protocol = get_protocol(args.protocol)
     if protocol.needs_perm and args.perm is None:
         raise ProtocolError(f"{protocol.name} draws its galleries from the official permutation file: "
                             f"pass --perm PATH (the dataset's {protocol.perm_file})")
-    arrays = load_features(args.file, max_bytes=args.max_mib << 20 if args.max_mib else None)
+    arrays = load_features(args.file, max_bytes=max_mib << 20)
     try:
         result = evaluate_protocol_arrays(arrays, protocol.name, trials=args.trials, rerank=args.rerank,
-                                          k1=args.k1, k2=args.k2, lam=args.lam, variant=args.variant, perm=args.perm,
-                                          device=args.device)
+                                          **rerank, perm=args.perm, device=args.device)
     except ProtocolError as exc:
         raise ProtocolError(f"{args.file}: {exc}") from None
     print(format_results([result]), end="")
