@@ -428,6 +428,13 @@ def experiment_recipes(path: Path, overlay: dict[str, Any]) -> dict[str, dict[st
     return recipes
 
 
+def default_params_file() -> Path:
+    """The repository's params.yaml; in an installed wheel (no repository around it), the copy of it
+    the wheel carries (harness/params.yaml links to it in the repository)."""
+    repo = REPO_ROOT / "params.yaml"
+    return repo if repo.is_file() else Path(__file__).with_name("params.yaml")
+
+
 def load_params(
     params_path: str | Path | None = None,
     experiment: str | None = None,
@@ -436,7 +443,7 @@ def load_params(
 ) -> Params:
     """Resolve params.yaml + dataset overlay + experiment overlay (+ its recipe for the dataset)
     + `--set` overrides."""
-    params_path = Path(params_path) if params_path else REPO_ROOT / "params.yaml"
+    params_path = Path(params_path) if params_path else default_params_file()
     data = read_yaml(params_path)
     if dataset:
         data = deep_merge(data, dataset_overlay(dataset))

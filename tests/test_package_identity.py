@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = {"harness": "vireid.harness", "methods": "vireid.methods", "datasets": "vireid.datasets",
@@ -94,6 +95,12 @@ def test_installs_beside_huggingface_datasets(tmp_path):
     run(str(vireid), "data", "synth", "--layout", "sysu", "--out", "synth", "--ids", "6",
         "--images-per-cam", "2", "--seed", "0")
     run(str(vireid), "data", "check", "--dataset", "sysu", "--root", "synth", "--out", "manifest.parquet")
+    # The commands' defaults come from the params.yaml the wheel carries (a copy of the repository's).
+    out = run(str(py), "-c", "from vireid.harness.config import default_params_file, load_params; "
+                             "print(default_params_file()); print(load_params().data.synthetic.n_ids)")
+    packaged, n_ids = out.split()
+    assert Path(packaged).is_relative_to(venv) and not Path(packaged).is_symlink()
+    assert int(n_ids) == yaml.safe_load((REPO / "params.yaml").read_text())["data"]["synthetic"]["n_ids"]
     out = run(str(py), "-c", "import datasets, vireid.datasets as v; print(datasets.__file__); "
                              "print(hasattr(datasets, 'load_dataset')); print(v.__file__)")
     hf_file, has_loader, ours = out.split()
